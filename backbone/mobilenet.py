@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from backbone.errors import BadInputError
+
 # Table 1 of the paper: the stem (3x3 conv, stride 2, 32 channels) followed by 13
 # depthwise-separable blocks, each given here as (output channels, stride of its depthwise conv).
 # Table 1 prints stride 2 on the 13th depthwise conv; its input is already 7x7 at 224 px and
@@ -57,20 +59,20 @@ def scaled_channels(channels: int, width: float) -> int:
 
 
 def check_width(width: float) -> float:
-    """Return ``width`` if it is a usable width multiplier, else raise one clear ValueError."""
+    """Return ``width`` if it is a usable width multiplier, else raise one clear BadInputError."""
     try:
         value = float(width)
     except (TypeError, ValueError):
-        raise ValueError(f"The width multiplier must be a number in (0, 1] (or 1.25); got {width!r}.") from None
+        raise BadInputError(f"The width multiplier must be a number in (0, 1] (or 1.25); got {width!r}.") from None
     if not (0.0 < value <= 1.0 or value == 1.25):
-        raise ValueError(f"The width multiplier must be in (0, 1] (or the common 1.25); got {width!r}.")
+        raise BadInputError(f"The width multiplier must be in (0, 1] (or the common 1.25); got {width!r}.")
     return value
 
 
 def check_resolution(resolution: int) -> int:
-    """Return ``resolution`` if MobileNetV1 can take it, else raise one clear ValueError."""
+    """Return ``resolution`` if MobileNetV1 can take it, else raise one clear BadInputError."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
-        raise ValueError(
+        raise BadInputError(
             f"The input resolution must be a whole number of pixels of at least {MIN_RESOLUTION} "
             f"(the network downsamples by 32); got {resolution!r}."
         )
@@ -82,7 +84,7 @@ def _activation(kind: Activation) -> nn.Module:
         return nn.ReLU6(inplace=True)
     if kind == "relu":
         return nn.ReLU(inplace=True)
-    raise ValueError(f"The activation must be 'relu6' or 'relu'; got {kind!r}.")
+    raise BadInputError(f"The activation must be 'relu6' or 'relu'; got {kind!r}.")
 
 
 class ConvBNAct(nn.Sequential):

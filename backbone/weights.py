@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from backbone.errors import BadInputError
 from backbone.mobilenet import MobileNetV1
 
 _STEM_KEY = "stem.0.weight"
@@ -35,7 +36,7 @@ def timm_to_mobilenet(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     have, so it is refused rather than silently half-loaded.
     """
     if "conv_head.weight" in state:
-        raise ValueError(
+        raise BadInputError(
             "This timm state dict has a 'conv_head' layer (mobilenetv1_100h); only the plain "
             "mobilenetv1_100 / mobilenetv1_125 layout of Table 1 can be imported."
         )
@@ -55,7 +56,7 @@ def timm_to_mobilenet(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             n = number[(int(m.group(1)), int(m.group(2)))]
             out[f"blocks.conv{n}.{_TIMM_PARTS[m.group(3)]}.{m.group(4)}"] = value
         else:
-            raise ValueError(f"Unexpected key {key!r} in a timm mobilenetv1 state dict.")
+            raise BadInputError(f"Unexpected key {key!r} in a timm mobilenetv1 state dict.")
     return out
 
 
@@ -70,7 +71,7 @@ def extract_backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return timm_to_mobilenet(state)
     prefixes = sorted({k[: -len(_STEM_KEY)] for k in state if k.endswith(_STEM_KEY)}, key=len)
     if not prefixes:
-        raise ValueError("no MobileNetV1 weights in it (no key ending in 'stem.0.weight')")
+        raise BadInputError("it holds no MobileNetV1 weights (no key ends in 'stem.0.weight')")
     prefix = prefixes[0]
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -79,7 +80,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Read a state dict from a ``.ckpt``/``.pt``/``.pth`` (Lightning or plain) or ``.safetensors``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Backbone weights file {str(path)!r} does not exist.")
+        raise BadInputError(f"Backbone weights file {str(path)!r} does not exist.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -88,11 +89,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         # weights_only: a weights file must not be able to run code when it is opened.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise ValueError(f"Could not read {str(path)!r} as a PyTorch weights file: {error}") from None
+        raise BadInputError(f"Could not read {str(path)!r} as a PyTorch weights file: {error}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, expected a state dict.")
+        raise BadInputError(f"{str(path)!r} holds a {type(obj).__name__}, expected a state dict.")
     return dict(obj)
 
 
@@ -105,10 +106,11 @@ def load_backbone_weights(
     such). The classifier is loaded when ``classifier`` is True, skipped when False, and by
     default loaded only if its shape matches (so an ImageNet backbone fine-tunes on 120 breeds).
     """
+    raw = read_state_dict(path)
     try:
-        state = extract_backbone_state(read_state_dict(path))
-    except ValueError as error:
-        raise ValueError(f"Cannot load backbone weights from {str(path)!r}: {error}") from None
+        state = extract_backbone_state(raw)
+    except BadInputError as error:
+        raise BadInputError(f"Cannot load backbone weights from {str(path)!r}: {error}.") from None
     own = model.state_dict()
     skipped: list[str] = []
     for key in list(state):
@@ -120,14 +122,14 @@ def load_backbone_weights(
     trunk = [k for k in own if not k.startswith("classifier.")]
     missing = [k for k in trunk if k not in state]
     if missing:
-        raise ValueError(
+        raise BadInputError(
             f"Backbone weights in {str(path)!r} do not fit this MobileNetV1 "
             f"(width={model.width}, full_conv={model.full_conv}, shallow={model.shallow}): "
             f"{len(missing)} weights are missing, the first is {missing[0]!r}."
         )
     for key in trunk:
         if state[key].shape != own[key].shape:
-            raise ValueError(
+            raise BadInputError(
                 f"Backbone weights in {str(path)!r} do not fit this MobileNetV1 (width={model.width}): "
                 f"{key!r} has shape {tuple(state[key].shape)}, expected {tuple(own[key].shape)}."
             )

@@ -1,0 +1,1 @@
+"""Loaders for the public dataset layouts, and the built-in demo data."""

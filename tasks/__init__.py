@@ -1,0 +1,1 @@
+"""The downstream tasks, each a Lightning module runnable as ``python -m tasks.<name>``."""

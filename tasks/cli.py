@@ -1,0 +1,155 @@
+"""The one command line shared by every task: ``python -m tasks.<name> fit|validate|test|predict``.
+
+It is Lightning's ``LightningCLI`` (typed ``__init__`` arguments become the config, ``--config``
+takes the YAMLs in ``configs/``, optimizers are injectable) with what every task of this project
+needs on top:
+
+* ``--backbone ALPHA`` (the width multiplier, Section 3.3) and ``--resolution PX`` (the
+  resolution multiplier, Section 3.4), linked into the model and the data module;
+* ``--data.num_classes`` linked into ``--model.num_classes`` once the data module has read it;
+* checkpoints (last + best by the task's main metric) in ``<default_root_dir>/checkpoints``,
+  so that ``--ckpt_path last`` resumes a killed run from there;
+* the resolved config saved beside each run (Lightning's ``SaveConfigCallback``) and
+  ``metrics.json`` written by every validate/test run (``tasks.common.MetricsJSON``);
+* bad input ends with one sentence on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from backbone.errors import BadInputError
+from backbone.mobilenet import check_resolution, check_width
+from tasks.common import MetricsJSON
+
+
+class TaskCLI(LightningCLI):
+    """LightningCLI for one task of the suite.
+
+    Args:
+        model_class: the task's LightningModule; its ``__init__`` takes ``width``,
+            ``resolution`` and ``num_classes``.
+        datamodule_class: the task's LightningDataModule; it takes ``resolution`` and exposes
+            ``num_classes`` right after ``__init__``.
+        task: the task's name, used for the default run folder ``runs/<task>``.
+        monitor: the metric that picks the best checkpoint (``top1``, ``mAP`` ...).
+        resolution: the default input size of the task.
+        args: command-line arguments (``None`` reads ``sys.argv``), as in LightningCLI.
+    """
+
+    def __init__(
+        self,
+        model_class: type[LightningModule],
+        datamodule_class: type[LightningDataModule],
+        *,
+        task: str,
+        monitor: str,
+        resolution: int = 224,
+        mode: str = "max",
+        args: Sequence[str] | dict[str, Any] | None = None,
+        run: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.task = task
+        self.monitor = monitor
+        self.mode = mode
+        self.default_resolution = resolution
+        trainer_defaults = {
+            "default_root_dir": f"runs/{task}",
+            "callbacks": [MetricsJSON()],
+            "log_every_n_steps": 10,
+        }
+        trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
+        super().__init__(
+            model_class,
+            datamodule_class,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,  # optimizers are the model's own --model.optimizer
+            trainer_defaults=trainer_defaults,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--backbone", type=float, default=1.0, help="MobileNet width multiplier alpha, in (0, 1].")
+        parser.add_argument(
+            "--resolution", type=int, default=self.default_resolution, help="Input size in pixels (square)."
+        )
+        parser.link_arguments("backbone", "model.width")
+        parser.link_arguments("resolution", "model.resolution")
+        parser.link_arguments("resolution", "data.resolution")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": self.monitor,
+                "checkpoint.mode": self.mode,
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # Validate the two multipliers before anything is built, with the paper's wording.
+        check_width(config["backbone"])
+        check_resolution(config["resolution"])
+        # Checkpoints live in one fixed folder per run root (not per logger version), so
+        # ``--ckpt_path last`` finds the last checkpoint of the previous, interrupted run.
+        if config.get("checkpoint") is not None and config["checkpoint"].get("dirpath") is None:
+            root = config["trainer"].get("default_root_dir") or f"runs/{self.task}"
+            config["checkpoint"]["dirpath"] = str(Path(root) / "checkpoints")
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise BadInputError(f"The checkpoint {ckpt_path!r} given with --ckpt_path does not exist.")
+
+
+def _one_sentence(error: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # re-raised from a worker: the last line is the message
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def main(
+    model_class: type[LightningModule],
+    datamodule_class: type[LightningDataModule],
+    *,
+    task: str,
+    monitor: str,
+    resolution: int = 224,
+    mode: str = "max",
+    args: Sequence[str] | None = None,
+) -> None:
+    """Run the task's CLI; bad input ends with one clear sentence and exit status 2."""
+    try:
+        TaskCLI(
+            model_class,
+            datamodule_class,
+            task=task,
+            monitor=monitor,
+            resolution=resolution,
+            mode=mode,
+            args=args,
+        )
+    except BadInputError as error:
+        print(f"error: {_one_sentence(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except RuntimeError as error:
+        # DataLoader workers re-raise a worker's BadInputError under its own type only when
+        # it can be rebuilt from one string; otherwise it reaches here wrapped.
+        if "BadInputError" in str(error):
+            print(f"error: {_one_sentence(error)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
