@@ -110,11 +110,13 @@ def _save_jpeg(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, quality=90)
 
 
-def write_imagenet_demo(folder: Path, per_class_train: int = 60, per_class_val: int = 20, size: int = 96) -> None:
-    """ImageNet layout: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, 8 texture classes."""
+def write_imagenet_demo(
+    folder: Path, per_class_train: int = 60, per_class_val: int = 20, size: int = 96, num_classes: int = 8
+) -> None:
+    """ImageNet layout: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, up to 8 texture classes."""
     rng = np.random.default_rng(1704_04861)
     for split, count in (("train", per_class_train), ("val", per_class_val)):
-        for label, kind in enumerate(TEXTURES):
+        for label, kind in enumerate(TEXTURES[:num_classes]):
             for i in range(count):
                 _save_jpeg(texture(kind, (size, size), rng), folder / split / f"c{label}_{kind}" / f"{kind}_{i:04d}.jpg")
 
@@ -124,7 +126,7 @@ def ensure_imagenet_demo(root: Path | None = None) -> Path:
     return build_once("imagenet-textures-v1", write_imagenet_demo, root)
 
 
-def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int = 15) -> None:
+def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int = 15, num_classes: int = 8) -> None:
     """Stanford Dogs layout: ``Images/<wnid>-<breed>/``, ``lists/*.mat`` and ``Annotation/``.
 
     Each image holds one textured "dog" in a box on a cluttered background, with the box in the
@@ -132,7 +134,7 @@ def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int
     """
     rng = np.random.default_rng(120)
     lists: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
-    for label, ((wnid, breed), kind) in enumerate(zip(DEMO_BREEDS, TEXTURES), start=1):
+    for label, ((wnid, breed), kind) in enumerate(zip(DEMO_BREEDS[:num_classes], TEXTURES), start=1):
         for i in range(per_class_train + per_class_test):
             split = "train" if i < per_class_train else "test"
             height, width = int(rng.integers(110, 160)), int(rng.integers(110, 160))

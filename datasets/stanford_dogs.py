@@ -111,15 +111,16 @@ class StanfordDogsDataModule(ClassificationDataModule):
 
     def _samples(self, split: str) -> list[Sample]:
         samples = []
-        for relative, label in read_list(self.root / "lists" / f"{split}_list.mat"):
+        list_path = self.root / "lists" / f"{split}_list.mat"
+        for relative, label in read_list(list_path):
             if label >= self.num_classes:
                 raise BadInputError(
-                    f"{split}_list.mat gives label {label + 1} but Images/ has only {self.num_classes} breed folders."
+                    f"{str(list_path)!r} gives label {label + 1} but Images/ has only {self.num_classes} breed folders."
                 )
             folder = relative.split("/", 1)[0]
             if folder != self.class_names[label]:
                 raise BadInputError(
-                    f"{split}_list.mat puts {relative!r} under label {label + 1}, but that label's folder "
+                    f"{str(list_path)!r} puts {relative!r} under label {label + 1}, but that label's folder "
                     f"is {self.class_names[label]!r}."
                 )
             path = self.root / "Images" / relative

@@ -115,9 +115,12 @@ class MetricsJSON(Callback):
     """
 
     def _write(self, trainer: Trainer, stage: str) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
+        # ``trainer.log_dir`` broadcasts from rank 0: every rank must ask, before rank 0 writes.
         log_dir = trainer.log_dir or trainer.default_root_dir
+        if not trainer.is_global_zero:
+            return
         payload: dict[str, Any] = {
             "stage": stage,
             "epoch": trainer.current_epoch,

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny data sets written by the tests in the real public layouts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# The demo cache of the test session lives in a temporary folder, never in the user's home.
+os.environ.setdefault("MOBILENET_DEMO_DIR", tempfile.mkdtemp(prefix="mobilenet-demo-tests-"))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet layout, 3 texture classes, 8 train and 3 val images each, 48 px."""
+    from datasets.demo import write_imagenet_demo
+
+    root = tmp_path_factory.mktemp("imagenet")
+    write_imagenet_demo(root, per_class_train=8, per_class_val=3, size=48, num_classes=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dogs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stanford Dogs layout, 3 breeds, 6 train and 3 test images each (9 test: odd, for DDP)."""
+    from datasets.demo import write_dogs_demo
+
+    root = tmp_path_factory.mktemp("dogs")
+    write_dogs_demo(root, per_class_train=6, per_class_test=3, num_classes=3)
+    return root
