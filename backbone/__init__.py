@@ -1,12 +1,6 @@
 """The shared MobileNetV1 backbone: the network, its complexity, and weight import."""
 
 from backbone.complexity import Complexity, count_complexity, count_params
-from backbone.weights import (
-    extract_backbone_state,
-    load_backbone_weights,
-    read_state_dict,
-    timm_to_mobilenet,
-)
 from backbone.mobilenet import (
     BLOCKS,
     FeatureInfo,
@@ -14,6 +8,12 @@ from backbone.mobilenet import (
     check_resolution,
     check_width,
     scaled_channels,
+)
+from backbone.weights import (
+    extract_backbone_state,
+    load_backbone_weights,
+    read_state_dict,
+    timm_to_mobilenet,
 )
 
 __all__ = [

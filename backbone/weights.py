@@ -40,9 +40,7 @@ def timm_to_mobilenet(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             "This timm state dict has a 'conv_head' layer (mobilenetv1_100h); only the plain "
             "mobilenetv1_100 / mobilenetv1_125 layout of Table 1 can be imported."
         )
-    positions = sorted(
-        {(int(m.group(1)), int(m.group(2))) for k in state if (m := _TIMM_BLOCK.match(k))}
-    )
+    positions = sorted({(int(m.group(1)), int(m.group(2))) for k in state if (m := _TIMM_BLOCK.match(k))})
     number = {pos: n for n, pos in enumerate(positions, start=1)}
     out: dict[str, Tensor] = {}
     for key, value in state.items():

@@ -48,7 +48,7 @@ def read_rgb(path: Path) -> Image.Image:
         raise BadInputError(f"Image file {str(path)!r} could not be read as an image ({error}).") from None
 
 
-def train_transform(resolution: int, min_scale: float = 0.25) -> v2.Compose:
+def train_transform(resolution: int, min_scale: float = 0.5) -> v2.Compose:
     """Light augmentation: random-resized crop (scale >= ``min_scale``) and horizontal flip."""
     return v2.Compose(
         [
@@ -114,7 +114,7 @@ class ClassificationDataModule(LightningDataModule):
         resolution: int = 224,
         batch_size: int = 64,
         num_workers: int = 2,
-        min_scale: float = 0.25,
+        min_scale: float = 0.5,
     ) -> None:
         super().__init__()
         self.resolution = resolution

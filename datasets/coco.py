@@ -50,6 +50,10 @@ from backbone.errors import BadInputError
 from datasets.demo_coco import ensure_demo_coco
 from tasks.common import eval_sampler
 
+# One OpenCV thread per process: DataLoader workers (and DDP ranks) already use every core, and
+# setting this before OpenCV's pool starts is what keeps forked workers from deadlocking.
+cv2.setNumThreads(1)
+
 # SSD fills the zoomed-out canvas with the mean pixel (Liu et al. 2016, Section 3.6), RGB 0..255.
 MEAN_RGB = (123.675, 116.28, 103.53)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -507,9 +511,11 @@ def worker_init(worker_id: int) -> None:
 
     albumentations' Compose draws from its own ``random.Random``/numpy generators, created in the
     parent process: without re-seeding, every forked worker would replay the same augmentations.
-    OpenCV is limited to one thread per worker so workers do not oversubscribe the cores.
+    OpenCV's thread count is *not* set here: calling ``cv2.setNumThreads`` in a forked worker
+    whose parent already started OpenCV's thread pool deadlocks (the child destroys a condition
+    variable the parent's pool threads were waiting on). It is set once, in the parent, when this
+    module is imported (below the imports), and forked workers inherit it.
     """
-    cv2.setNumThreads(1)
     info = get_worker_info()
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
     seed = (torch.initial_seed() + 1_000_003 * rank) % 2**32

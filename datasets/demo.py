@@ -26,9 +26,7 @@ DEMO_ENV = "MOBILENET_DEMO_DIR"
 # The eight texture classes; for the Stanford Dogs demo they play eight "breeds", named in the
 # real ``<wnid>-<breed>`` folder style.
 TEXTURES = ("stripes", "vertical", "diagonal", "checker", "dots", "rings", "grid", "blobs")
-DEMO_BREEDS = tuple(
-    (f"n0{2085620 + 17 * i}", name.capitalize() + "_hound") for i, name in enumerate(TEXTURES)
-)
+DEMO_BREEDS = tuple((f"n0{2085620 + 17 * i}", name.capitalize() + "_hound") for i, name in enumerate(TEXTURES))
 
 
 def demo_root() -> Path:
@@ -111,19 +109,21 @@ def _save_jpeg(array: np.ndarray, path: Path) -> None:
 
 
 def write_imagenet_demo(
-    folder: Path, per_class_train: int = 60, per_class_val: int = 20, size: int = 96, num_classes: int = 8
+    folder: Path, per_class_train: int = 80, per_class_val: int = 20, size: int = 128, num_classes: int = 8
 ) -> None:
     """ImageNet layout: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, up to 8 texture classes."""
     rng = np.random.default_rng(1704_04861)
     for split, count in (("train", per_class_train), ("val", per_class_val)):
         for label, kind in enumerate(TEXTURES[:num_classes]):
             for i in range(count):
-                _save_jpeg(texture(kind, (size, size), rng), folder / split / f"c{label}_{kind}" / f"{kind}_{i:04d}.jpg")
+                _save_jpeg(
+                    texture(kind, (size, size), rng), folder / split / f"c{label}_{kind}" / f"{kind}_{i:04d}.jpg"
+                )
 
 
 def ensure_imagenet_demo(root: Path | None = None) -> Path:
-    """The ImageNet-style demo set (generated on first use), 480 train and 160 val images."""
-    return build_once("imagenet-textures-v1", write_imagenet_demo, root)
+    """The ImageNet-style demo set (generated on first use), 640 train and 160 val images."""
+    return build_once("imagenet-textures-v2", write_imagenet_demo, root)
 
 
 def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int = 15, num_classes: int = 8) -> None:
@@ -134,7 +134,7 @@ def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int
     """
     rng = np.random.default_rng(120)
     lists: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
-    for label, ((wnid, breed), kind) in enumerate(zip(DEMO_BREEDS[:num_classes], TEXTURES), start=1):
+    for label, ((wnid, breed), kind) in enumerate(zip(DEMO_BREEDS[:num_classes], TEXTURES, strict=False), start=1):
         for i in range(per_class_train + per_class_test):
             split = "train" if i < per_class_train else "test"
             height, width = int(rng.integers(110, 160)), int(rng.integers(110, 160))

@@ -50,7 +50,7 @@ def read_list(path: Path) -> list[tuple[str, int]]:
         raise BadInputError(f"{str(path)!r} has {len(files)} files but {len(labels)} labels; expected as many.")
     if labels and min(labels) < 1:
         raise BadInputError(f"{str(path)!r} has a label below 1; Stanford Dogs labels are 1-based.")
-    return [(f, label - 1) for f, label in zip(files, labels)]
+    return [(f, label - 1) for f, label in zip(files, labels, strict=False)]
 
 
 def read_box(path: Path) -> tuple[int, int, int, int]:
@@ -85,7 +85,7 @@ class StanfordDogsDataModule(ClassificationDataModule):
         resolution: int = 224,
         batch_size: int = 64,
         num_workers: int = 2,
-        min_scale: float = 0.25,
+        min_scale: float = 0.5,
         crop_to_box: bool = False,
         extra_root: str | None = None,
     ) -> None:

@@ -6,7 +6,7 @@
     python -m tasks.classification test --ckpt_path runs/classification/checkpoints/last.ckpt
 
 Logs ``top1`` and ``top5`` (DESIGN.md). The code defaults are a recipe that works on a small
-custom set (SGD with Nesterov momentum, warm-up + cosine); the paper's ImageNet recipe (RMSprop,
+custom set (AdamW, warm-up + cosine); the paper's ImageNet recipe (RMSprop,
 decay every two epochs) lives in ``configs/classification/imagenet.yaml``.
 """
 
@@ -29,8 +29,13 @@ from tasks.common import param_groups, warmup_cosine
 
 
 def default_optimizer(params: Iterable[Any]) -> Optimizer:
-    """SGD, Nesterov momentum 0.9, lr 0.1: a sound default for training from scratch."""
-    return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True)
+    """AdamW, lr 3e-3: the default for a short from-scratch run on a small set.
+
+    Measured on the built-in demo (README): it reaches a given accuracy in about half the
+    epochs that SGD with Nesterov momentum at lr 0.1 needs. Weight decay comes from the
+    parameter groups (``weight_decay``), never on depthwise filters (Section 3.4).
+    """
+    return torch.optim.AdamW(params, lr=3e-3)
 
 
 class ClassificationModule(LightningModule):
@@ -65,7 +70,7 @@ class ClassificationModule(LightningModule):
         full_conv: bool = False,
         shallow: bool = False,
         label_smoothing: float = 0.0,
-        weight_decay: float = 4e-5,
+        weight_decay: float = 0.01,
         backbone_weights: str | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -44,7 +44,7 @@ def test_pointwise_convs_hold_95_percent_of_mult_adds() -> None:
     model = MobileNetV1()
     pointwise = sum(
         b.pointwise[0].weight.numel() * (224 // info.stride) ** 2
-        for b, info in zip(model.blocks.values(), model.feature_info[1:])
+        for b, info in zip(model.blocks.values(), model.feature_info[1:], strict=False)
     )
     total = count_complexity(model, 224).mult_adds
     assert 0.94 < pointwise / total < 0.96

@@ -100,9 +100,7 @@ def test_fine_tune_from_a_classification_checkpoint(tiny_imagenet: Path, tiny_do
     """A backbone trained by one task is the starting point of another (3 -> 3 classes here)."""
     classification.main(["fit", *fast_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    fine_grained.main(
-        ["validate", *fast_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt))]
-    )
+    fine_grained.main(["validate", *fast_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt))])
     assert "top1" in read_metrics(tmp_path / "b")["metrics"]
 
 
