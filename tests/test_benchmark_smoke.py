@@ -1,0 +1,89 @@
+"""Smoke test of scripts/benchmark.py: the quick mode runs and prints the expected rows.
+
+Timings are not checked (the machine is shared and noisy); only the structure of the printed
+markdown tables and of the JSON.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+def load_script() -> ModuleType:
+    """Import scripts/benchmark.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def keep_threads() -> Iterator[None]:
+    """The quick mode sets torch to one thread; give the rest of the session its threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_run_prints_expected_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_threads: None) -> None:
+    benchmark = load_script()
+    out_json = tmp_path / "bench.json"
+    start = time.perf_counter()
+    results = benchmark.main(["--quick", "--section", "backbone", "--json", str(out_json)])
+    elapsed = time.perf_counter() - start
+    printed = capsys.readouterr().out
+    assert elapsed < 60, f"quick mode took {elapsed:.0f} s"  # < 20 s on an idle machine; slack for a busy one
+
+    # The mm peak line, with the thread count.
+    assert "fp32 `torch.mm` peak" in printed and "threads" in printed
+
+    # The main markdown table: header, then one row per (model, resolution, batch).
+    table = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert any(line.startswith("| model | α | res | batch | M mult-adds") for line in table)
+    for label in (
+        "MobileNetV1 | 0.25 | 32 | 1 ",
+        "MobileNetV1 | 0.25 | 32 | 2 ",
+        "mobilenet_v2 | 1 | 32 | 1 ",
+        "mobilenet_v2 | 1 | 32 | 2 ",
+        "mobilenet_v3_large | 1 | 32 | 1 ",
+        "mobilenet_v3_large | 1 | 32 | 2 ",
+    ):
+        assert sum(line.startswith(f"| {label}") for line in table) == 1, label
+    # mobilenet_v2 is the reference of the ratio columns: exactly 1.00 in both modes.
+    v2_rows = [line for line in table if line.startswith("| mobilenet_v2 ")]
+    assert all(line.rstrip(" |").endswith("1.00") for line in v2_rows)
+
+    # The ablation table and the two target verdicts.
+    assert "#### Ablation: MobileNetV1 0.25-32, batch 2" in printed
+    for mode in ("eager fp32", "channels_last", "BN-fused", "BN-fused + channels_last"):
+        assert any(line.startswith(f"| {mode} |") for line in table), mode
+    assert "Target 1" in printed and "Target 2" in printed
+
+    # JSON: the same rows, with the documented fields.
+    data = json.loads(out_json.read_text())
+    assert data == json.loads(json.dumps(results, default=str))
+    section = data["backbone"]
+    assert section["mm_peak"]["reference_gflops"] > 0
+    rows = section["rows"]
+    assert {(r["model"], r["resolution"], r["batch"]) for r in rows} == {
+        (m, 32, b) for m in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large") for b in (1, 2)
+    }
+    for row in rows:
+        assert row["mult_adds"] > 0
+        for mode in ("eager", "optimised"):
+            for key in ("ms_per_image", "gflops", "peak_fraction", "ns_per_mult_add_vs_v2"):
+                assert row[mode][key] > 0, (row["model"], mode, key)
+    assert set(section["targets"]) >= {"peak_fraction_met", "not_slower_than_v2_met"}
