@@ -49,6 +49,10 @@ BLOCKS: tuple[tuple[int, int], ...] = (
 SHALLOW_REMOVED = frozenset({7, 8, 9, 10, 11})  # 1-based block numbers dropped by Table 5
 FEATURE_DIM = 1024
 MIN_RESOLUTION = 32
+# Input normalisation of every model in this project (torchvision's and timm's ImageNet
+# statistics, so that imported ImageNet weights see the inputs they were trained on).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Activation = Literal["relu6", "relu"]
 

@@ -21,10 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
+from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from tasks.common import eval_sampler
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 

@@ -34,9 +34,8 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredict
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from backbone.mobilenet import MobileNetV1, check_resolution
+from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD, MobileNetV1, check_resolution
 from backbone.weights import load_backbone_weights
-from datasets.classification import IMAGENET_MEAN, IMAGENET_STD
 
 # TF's grid_anchor_generator: base 256 x scales (0.25, 0.5, 1, 2), ratios (0.5, 1, 2).
 ANCHOR_SIZES: tuple[int, ...] = (64, 128, 256, 512)

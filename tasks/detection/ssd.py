@@ -30,9 +30,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDScoringHead
 
-from backbone.mobilenet import ConvBNAct, MobileNetV1, check_resolution, scaled_channels
+from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD, ConvBNAct, MobileNetV1, check_resolution, scaled_channels
 from backbone.weights import load_backbone_weights
-from datasets.classification import IMAGENET_MEAN, IMAGENET_STD
 
 # The four extra feature layers of ssd_mobilenet_v1 (TF's feature_map_layout
 # ``layer_depth: [-1, -1, 512, 256, 256, 128]``): depth d of each 3x3 stride-2 conv, preceded
