@@ -22,7 +22,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
-from tasks.common import eval_sampler
+from datasets.loading import make_loader
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -164,16 +164,12 @@ class ClassificationDataModule(LightningDataModule):
             self.eval_set = ImageListDataset(self.eval_samples(), eval_transform(self.resolution))
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        return DataLoader(
+        return make_loader(
             dataset,
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            sampler=None if train else eval_sampler(dataset, trainer),
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=train and len(dataset) > self.batch_size,
-            pin_memory=torch.cuda.is_available(),
+            trainer=getattr(self, "trainer", None),
         )
 
     def train_dataloader(self) -> DataLoader:

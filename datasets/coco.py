@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from backbone.errors import BadInputError
 from datasets.demo_coco import ensure_demo_coco
-from tasks.common import eval_sampler
+from datasets.loading import make_loader
 
 # One OpenCV thread per process: DataLoader workers (and DDP ranks) already use every core, and
 # setting this before OpenCV's pool starts is what keeps forked workers from deadlocking.
@@ -635,20 +635,14 @@ class CocoDataModule(LightningDataModule):
                 )
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        return DataLoader(
+        return make_loader(
             dataset,
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            # Eval under DDP: each image exactly once (UnrepeatedDistributedSampler, which Lightning
-            # keeps because it is a DistributedSampler subclass); else a plain sequential loader.
-            sampler=None if train else eval_sampler(dataset, trainer),
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            trainer=getattr(self, "trainer", None),
             collate_fn=collate_detection,
             worker_init_fn=worker_init,
-            drop_last=train and len(dataset) > self.batch_size,
-            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

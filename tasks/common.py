@@ -1,4 +1,4 @@
-"""Pieces every task module shares: optimizer parameter groups, schedules, samplers, metrics.json."""
+"""Pieces every task module shares: optimizer parameter groups, schedules, metrics.json."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from typing import Any
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
-from torch.utils.data import Dataset, Sampler
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -61,20 +59,6 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int) -> 
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return LambdaLR(optimizer, factor)
-
-
-def eval_sampler(dataset: Dataset, trainer: Trainer | None) -> Sampler | None:
-    """A sampler for validation/test that visits every sample exactly once across ranks.
-
-    Lightning's default ``DistributedSampler`` pads the last ranks with repeated samples, which
-    would count some images twice in a metric; DESIGN.md asks that a 2-process run gives the same
-    metrics as a 1-process run. Lightning keeps a sampler that is already a DistributedSampler.
-    """
-    if trainer is None or trainer.world_size <= 1:
-        return None
-    return UnrepeatedDistributedSampler(
-        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-    )
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any] | list[Any]) -> None:

@@ -87,3 +87,66 @@ def test_quick_run_prints_expected_rows(tmp_path: Path, capsys: pytest.CaptureFi
             for key in ("ms_per_image", "gflops", "peak_fraction", "ns_per_mult_add_vs_v2"):
                 assert row[mode][key] > 0, (row["model"], mode, key)
     assert set(section["targets"]) >= {"peak_fraction_met", "not_slower_than_v2_met"}
+
+
+def test_quick_detection_section(tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_threads: None) -> None:
+    """The detection section in quick mode: its three tables, the target lines and the JSON keys."""
+    benchmark = load_script()
+    out_json = tmp_path / "detection.json"
+    start = time.perf_counter()
+    results = benchmark.main(["--quick", "--section", "detection", "--json", str(out_json)])
+    elapsed = time.perf_counter() - start
+    printed = capsys.readouterr().out
+    assert elapsed < 90, f"quick detection section took {elapsed:.0f} s"  # ~10 s on an idle machine
+
+    # Inference table: our two detectors at α 0.25 and torchvision's two, at 64 px.
+    table = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert any(line.startswith("| detector | backbone | α | res | M params | B mult-adds") for line in table)
+    for label in (
+        "SSD | MobileNetV1 | 0.25 | 64 ",
+        "Faster R-CNN | MobileNetV1 | 0.25 | 64 ",
+        "SSDLite (torchvision) | MobileNetV3-L | 1 | 64 ",
+        "Faster R-CNN FPN (torchvision) | MobileNetV3-L | 1 | 64 ",
+    ):
+        assert sum(line.startswith(f"| {label}") for line in table) == 1, label
+    ssdlite = next(line for line in table if line.startswith("| SSDLite"))
+    cells = [c.strip() for c in ssdlite.strip("|").split("|")]
+    assert cells[8] == "1.00" and cells[11] == "1.00"  # the reference of the ×ssdlite columns
+
+    # Training and evaluation tables, the verdicts.
+    assert any(line.startswith("| SSD64 MobileNetV1 | 0.25 | 64 | 4 |") for line in table)
+    assert any(line.startswith("| faster-coco-eval |") for line in table)
+    assert any(line.startswith("| pycocotools |") for line in table)
+    assert "Target D1" in printed and "Target D2" in printed and "COCO evaluation — " in printed
+
+    # JSON.
+    data = json.loads(out_json.read_text())
+    assert data == json.loads(json.dumps(results, default=str))
+    section = data["detection"]
+    assert {r["model"] for r in section["inference"]} == {
+        "ssd300",
+        "faster_rcnn",
+        "ssdlite320_mobilenet_v3_large",
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+    }
+    for row in section["inference"]:
+        assert row["mult_adds"] > 0 and row["params"] > 0
+        for mode in ("eager", "optimised"):
+            for key in ("ms_per_image", "ns_per_mult_add", "ns_per_mult_add_vs_ssdlite"):
+                assert row[mode][key] > 0, (row["model"], mode, key)
+            assert row[mode]["detections"] >= 0
+        if "faster" in row["model"]:
+            assert row["optimised"]["proposals"] <= 16
+    training = section["training"]
+    assert training["images_per_s"] > 0 and 0 <= training["data_wait_share"] <= 1
+    assert training["num_workers"] >= 0 and training["steps"] == 2
+    coco_eval = section["coco_eval"]
+    assert set(coco_eval["backends"]) == {"faster", "pycocotools"}
+    assert coco_eval["stats_identical"] and coco_eval["max_abs_stat_diff"] <= 1e-12
+    assert len(coco_eval["backends"]["faster"]["stats"]) == 12
+    assert set(section["targets"]) >= {
+        "not_slower_than_ssdlite_met",
+        "data_wait_met",
+        "coco_eval_speedup",
+        "coco_eval_stats_identical",
+    }
