@@ -83,8 +83,8 @@ def texture(kind: str, size: tuple[int, int], rng: np.random.Generator) -> np.nd
         mask = np.sin((x + sign * y) * f / np.sqrt(2)) > 0
     elif kind == "checker":
         mask = (np.sin(x * f) > 0) ^ (np.sin(y * f) > 0)
-    elif kind == "dots":
-        mask = (np.sin(x * f) * np.sin(y * f)) > 0.55
+    elif kind == "dots":  # round dots on a square lattice (a checkerboard alternates squares)
+        mask = np.hypot(np.mod(x, period) - period / 2, np.mod(y, period) - period / 2) < period * 0.22
     elif kind == "rings":
         cy, cx = rng.uniform(0, size[0]), rng.uniform(0, size[1])
         mask = np.sin(np.hypot(y - cy - y.min(), x - cx - x.min()) * f) > 0
@@ -123,7 +123,7 @@ def write_imagenet_demo(
 
 def ensure_imagenet_demo(root: Path | None = None) -> Path:
     """The ImageNet-style demo set (generated on first use), 640 train and 160 val images."""
-    return build_once("imagenet-textures-v2", write_imagenet_demo, root)
+    return build_once("imagenet-textures-v3", write_imagenet_demo, root)
 
 
 def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int = 15, num_classes: int = 8) -> None:
@@ -174,4 +174,4 @@ def write_dogs_list(path: Path, entries: list[tuple[str, int]]) -> None:
 
 def ensure_dogs_demo(root: Path | None = None) -> Path:
     """The Stanford-Dogs-layout demo set (generated on first use): 8 breeds, 320 train, 120 test."""
-    return build_once("stanford-dogs-textures-v1", write_dogs_demo, root)
+    return build_once("stanford-dogs-textures-v2", write_dogs_demo, root)

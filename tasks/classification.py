@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from backbone.mobilenet import Activation, MobileNetV1
 from backbone.weights import load_backbone_weights
-from tasks.common import param_groups, warmup_cosine
+from tasks.common import configure_optimization
 
 
 def default_optimizer(params: Iterable[Any]) -> Optimizer:
@@ -57,7 +57,7 @@ class ClassificationModule(LightningModule):
         lr_scheduler: a scheduler stepped every ``scheduler_interval``; None means linear
             warm-up over ``warmup_epochs`` then cosine to zero, stepped every batch.
         scheduler_interval: ``epoch`` or ``step``, for a given ``lr_scheduler``.
-        warmup_epochs: warm-up length of the default schedule.
+        warmup_epochs: linear warm-up length, before the cosine or in front of ``lr_scheduler``.
     """
 
     def __init__(
@@ -78,7 +78,10 @@ class ClassificationModule(LightningModule):
         warmup_epochs: float = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        # backbone_weights is left out: a checkpoint already holds the weights, and Lightning
+        # re-applies saved hyper-parameters on --ckpt_path, which would reload a file that may
+        # have moved since.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "backbone_weights"])
         self.backbone = MobileNetV1(
             width, num_classes, dropout=dropout, activation=activation, full_conv=full_conv, shallow=shallow
         )
@@ -126,16 +129,15 @@ class ClassificationModule(LightningModule):
         return self(batch[0]).softmax(1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(param_groups(self, self.hparams.weight_decay))
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-            interval = self.hparams.scheduler_interval
-        else:
-            total = int(self.trainer.estimated_stepping_batches)
-            per_epoch = total / max(self.trainer.max_epochs or 1, 1)
-            scheduler = warmup_cosine(optimizer, total, int(self.hparams.warmup_epochs * per_epoch))
-            interval = "step"
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        hp = self.hparams
+        return configure_optimization(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            hp.weight_decay,
+            hp.scheduler_interval,
+            hp.warmup_epochs,
+        )
 
 
 def main(args: list[str] | None = None) -> None:
@@ -143,7 +145,9 @@ def main(args: list[str] | None = None) -> None:
     from datasets.imagenet import ImageFolderDataModule
     from tasks.cli import main as cli_main
 
-    cli_main(ClassificationModule, ImageFolderDataModule, task="classification", monitor="top1", args=args)
+    cli_main(
+        ClassificationModule, ImageFolderDataModule, task="classification", monitor="top1", max_epochs=20, args=args
+    )
 
 
 if __name__ == "__main__":

@@ -130,9 +130,14 @@ def main(
     monitor: str,
     resolution: int = 224,
     mode: str = "max",
+    max_epochs: int | None = None,
     args: Sequence[str] | None = None,
 ) -> None:
-    """Run the task's CLI; bad input ends with one clear sentence and exit status 2."""
+    """Run the task's CLI; bad input ends with one clear sentence and exit status 2.
+
+    ``max_epochs`` is the task's default run length when neither the command line nor a config
+    sets one (Lightning's own default, 1000 epochs, would also stretch the cosine schedule).
+    """
     try:
         TaskCLI(
             model_class,
@@ -142,6 +147,7 @@ def main(
             resolution=resolution,
             mode=mode,
             args=args,
+            trainer_defaults={"max_epochs": max_epochs} if max_epochs else {},
         )
     except BadInputError as error:
         print(f"error: {_one_sentence(error)}", file=sys.stderr)

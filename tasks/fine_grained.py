@@ -21,7 +21,9 @@ def main(args: list[str] | None = None) -> None:
     from datasets.stanford_dogs import StanfordDogsDataModule
     from tasks.cli import main as cli_main
 
-    cli_main(ClassificationModule, StanfordDogsDataModule, task="fine_grained", monitor="top1", args=args)
+    cli_main(
+        ClassificationModule, StanfordDogsDataModule, task="fine_grained", monitor="top1", max_epochs=20, args=args
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
 from backbone.errors import BadInputError
-from datasets.coco import CocoDataModule, CocoDetection, ImageFolderPredict, collate_detection
+from datasets.coco import AugmentPolicy, CocoDataModule, CocoDetection, ImageFolderPredict, collate_detection
 from datasets.demo_coco import ensure_demo_coco, write_coco_split
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*degenerate boxes:UserWarning")
@@ -61,8 +61,8 @@ def tiny(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _dataset(root: Path, train: bool = False, resolution: int = 64) -> CocoDetection:
-    return CocoDetection(root / "val2017", root / "annotations" / "instances_val2017.json", resolution, train)
+def _dataset(root: Path, augment: AugmentPolicy = "none", resolution: int = 64) -> CocoDetection:
+    return CocoDetection(root / "val2017", root / "annotations" / "instances_val2017.json", resolution, augment)
 
 
 @pytest.fixture(scope="session")
@@ -105,8 +105,9 @@ def test_empty_image_kept_and_eval_resize(tiny: Path) -> None:
     assert torch.allclose(first["boxes"][0], torch.tensor([6.0, 8.0, 36.0, 40.0]))
 
 
-def test_train_augmentation_keeps_boxes_valid(tiny: Path) -> None:
-    ds = _dataset(tiny, train=True, resolution=64)
+@pytest.mark.parametrize("policy", ["ssd", "light"])
+def test_train_augmentation_keeps_boxes_valid(tiny: Path, policy: AugmentPolicy) -> None:
+    ds = _dataset(tiny, policy, resolution=64)
     n_boxes = 0
     for i in range(240):
         image, target = ds[i % len(ds)]
