@@ -83,7 +83,7 @@ class StanfordDogsDataModule(ClassificationDataModule):
         self,
         root: str | None = None,
         resolution: int = 224,
-        batch_size: int = 64,
+        batch_size: int = 32,
         num_workers: int = 2,
         min_scale: float = 0.5,
         crop_to_box: bool = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,12 @@ import torch
 # The demo cache of the test session lives in a temporary folder, never in the user's home.
 os.environ.setdefault("MOBILENET_DEMO_DIR", tempfile.mkdtemp(prefix="mobilenet-demo-tests-"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI tests pass args in-process; LightningCLI warns if sys.argv holds pytest's own too."""
+    monkeypatch.setattr(sys, "argv", ["python"])
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,6 @@ from tasks import classification, fine_grained
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
-    """LightningCLI warns when it is given args while sys.argv holds pytest's own."""
-    monkeypatch.setattr(sys, "argv", ["python"])
-
-
 def fast_args(root: Path, runs: Path, *extra: str) -> list[str]:
     return [
         "--data.root", str(root), "--backbone", "0.25", "--resolution", "64",

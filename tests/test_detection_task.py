@@ -24,12 +24,6 @@ CATEGORIES = [{"id": 3, "name": "square"}, {"id": 7, "name": "disc"}]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
-    """LightningCLI warns when it is given args while sys.argv holds pytest's own."""
-    monkeypatch.setattr(sys, "argv", ["python"])
-
-
 def _write_split(root: Path, split: str, count: int, first_id: int, seed: int) -> None:
     """``count`` 96x80 images with one or two filled squares/discs each (COCO layout)."""
     rng = np.random.default_rng(seed)
