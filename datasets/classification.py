@@ -22,9 +22,8 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from datasets.demo import announce_demo
 from datasets.loading import make_loader
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,6 @@ class ImageListDataset(Dataset[tuple[Tensor, int]]):
         return self.transform(image), sample.label
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 class ClassificationDataModule(LightningDataModule):
     """Base data module: subclasses fill ``train_samples``/``eval_samples`` and ``class_names``.
 
@@ -122,10 +116,7 @@ class ClassificationDataModule(LightningDataModule):
         self.min_scale = min_scale
         if root is None:
             self.root = self.demo_root()
-            print(
-                f"Using the built-in demo data at {self.root} (same layout as the real dataset); "
-                "pass --data.root to train on real data."
-            )
+            announce_demo(self.root)
         else:
             self.root = Path(root).expanduser()
             if not self.root.is_dir():

@@ -42,13 +42,13 @@ from albumentations.augmentations.crops.transforms import BaseCrop
 from pycocotools.coco import COCO
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_warn
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from backbone.errors import BadInputError
+from datasets.demo import announce_demo
 from datasets.demo_coco import ensure_demo_coco
-from datasets.loading import make_loader
+from datasets.loading import image_files, make_loader
 
 # One OpenCV thread per process: DataLoader workers (and DDP ranks) already use every core, and
 # setting this before OpenCV's pool starts is what keeps forked workers from deadlocking.
@@ -56,7 +56,6 @@ cv2.setNumThreads(1)
 
 # SSD fills the zoomed-out canvas with the mean pixel (Liu et al. 2016, Section 3.6), RGB 0..255.
 MEAN_RGB = (123.675, 116.28, 103.53)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 Target = dict[str, Any]
 
 
@@ -490,7 +489,7 @@ class ImageFolderPredict(Dataset[tuple[Tensor, Target]]):
             raise BadInputError(
                 f"The prediction folder {str(self.folder)!r} does not exist; expected a folder of images."
             )
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = image_files(self.folder)
         if not self.files:
             raise BadInputError(f"The prediction folder {str(self.folder)!r} holds no .jpg/.png images.")
         self.resolution = int(resolution)
@@ -545,11 +544,6 @@ def worker_init(worker_id: int) -> None:
 # --------------------------------------------------------------------------------------------
 # The data module
 # --------------------------------------------------------------------------------------------
-@rank_zero_only
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
 class CocoDataModule(LightningDataModule):
     """COCO 2017 detection (any COCO-format set in the same layout), or the built-in demo.
 
@@ -579,7 +573,7 @@ class CocoDataModule(LightningDataModule):
         super().__init__()
         if root is None:
             self.root = ensure_demo_coco()
-            _say(f"Using the built-in demo dataset at {self.root}; pass --data.root to use real COCO data.")
+            announce_demo(self.root)
         else:
             self.root = Path(root).expanduser()
             if not self.root.is_dir():

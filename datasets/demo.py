@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 DEMO_ENV = "MOBILENET_DEMO_DIR"
 
@@ -33,6 +34,16 @@ def demo_root() -> Path:
     """The folder that holds the demo sets: ``$MOBILENET_DEMO_DIR`` or the user cache."""
     env = os.environ.get(DEMO_ENV)
     return Path(env) if env else Path.home() / ".cache" / "mobilenet-suite" / "demo"
+
+
+@rank_zero_only
+def announce_demo(folder: Path) -> None:
+    """Say plainly, once (rank 0 under DDP), that a run uses the built-in demo data and where."""
+    print(
+        f"Using the built-in demo dataset at {folder} (same layout as the real one); "
+        "pass --data.root to train on real data.",
+        flush=True,
+    )
 
 
 def build_once(name: str, generate: Callable[[Path], None], root: Path | None = None) -> Path:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbone.errors import BadInputError
-from datasets.classification import ClassificationDataModule, Sample, image_files
+from datasets.classification import ClassificationDataModule, Sample
 from datasets.demo import ensure_imagenet_demo
+from datasets.loading import image_files
 
 
 def class_folders(split_dir: Path) -> list[str]:

@@ -1,14 +1,23 @@
-"""DataLoaders as every data module of the project builds them, correct under DDP."""
+"""Image folders and DataLoaders as every data module of the project reads and builds them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+# Image files every loader accepts (PIL and OpenCV both decode these).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted (a stable order for labels and image ids)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def eval_sampler(dataset: Dataset, trainer: Trainer | None) -> Sampler | None:

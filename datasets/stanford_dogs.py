@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from backbone.errors import BadInputError
-from datasets.classification import ClassificationDataModule, Sample, image_files
+from datasets.classification import ClassificationDataModule, Sample
 from datasets.demo import ensure_dogs_demo
+from datasets.loading import image_files
 
 
 def _cell_text(cell: object) -> str:

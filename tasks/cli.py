@@ -149,13 +149,10 @@ def main(
             args=args,
             trainer_defaults={"max_epochs": max_epochs} if max_epochs else {},
         )
-    except BadInputError as error:
+    except (BadInputError, RuntimeError) as error:
+        # DataLoader workers re-raise a worker's BadInputError under its own type only when it
+        # can be rebuilt from one string; otherwise it arrives wrapped in a RuntimeError.
+        if not isinstance(error, BadInputError) and "BadInputError" not in str(error):
+            raise
         print(f"error: {_one_sentence(error)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except RuntimeError as error:
-        # DataLoader workers re-raise a worker's BadInputError under its own type only when
-        # it can be rebuilt from one string; otherwise it reaches here wrapped.
-        if "BadInputError" in str(error):
-            print(f"error: {_one_sentence(error)}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise

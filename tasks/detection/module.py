@@ -353,9 +353,7 @@ def main(args: list[str] | None = None) -> None:
     from datasets.coco import CocoDataModule
     from tasks.cli import main as cli_main
 
-    cli_main(
-        DetectionModule, CocoDataModule, task="detection", monitor="mAP", resolution=300, max_epochs=20, args=args
-    )
+    cli_main(DetectionModule, CocoDataModule, task="detection", monitor="mAP", resolution=300, max_epochs=20, args=args)
 
 
 if __name__ == "__main__":
