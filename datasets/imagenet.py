@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbone.errors import BadInputError
-from datasets.classification import ClassificationDataModule, Sample
 from datasets.demo import ensure_imagenet_demo
-from datasets.loading import image_files
+from datasets.image_list import ImageListDataModule, Sample
+from datasets.images import image_files
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -25,8 +25,10 @@ def class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
 
 
-class ImageFolderDataModule(ClassificationDataModule):
+class ImageFolderDataModule(ImageListDataModule):
     """ImageNet-style data for ``tasks.classification``; ``val/`` serves validation and test."""
+
+    layout = "train/<class>/*.jpg and val/<class>/*.jpg"
 
     def demo_root(self) -> Path:
         return ensure_imagenet_demo()

@@ -1,9 +1,8 @@
-"""Image folders and DataLoaders as every data module of the project reads and builds them."""
+"""DataLoaders as every data module of the project builds them (through ``TaskDataModule``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,21 +10,13 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-# Image files every loader accepts (PIL and OpenCV both decode these).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted (a stable order for labels and image ids)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
 
 def eval_sampler(dataset: Dataset, trainer: Trainer | None) -> Sampler | None:
-    """A sampler for validation/test that visits every sample exactly once across ranks.
+    """A sampler for validation/test/predict that visits every sample exactly once across ranks.
 
     Lightning's default ``DistributedSampler`` pads the last ranks with repeated samples, which
-    would count some images twice in a metric; DESIGN.md asks that a 2-process run gives the same
-    metrics as a 1-process run. Lightning keeps a sampler that is already a DistributedSampler.
+    would count some images twice in a metric; a 2-process run must give the same metrics as a
+    1-process run. Lightning keeps a sampler that is already a DistributedSampler.
     """
     if trainer is None or trainer.world_size <= 1:
         return None
@@ -41,19 +32,24 @@ def make_loader(
     batch_size: int,
     num_workers: int,
     trainer: Trainer | None,
+    sampler: Sampler | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader:
     """A shuffled, last-batch-dropping loader for training; an exact, sequential one for eval.
 
-    Under DDP Lightning wraps the training loader in a ``DistributedSampler`` itself; the eval
-    loaders get ``eval_sampler``. Workers persist across epochs (no re-fork every epoch).
+    ``sampler`` replaces the training order (e.g. P identities x K images per batch for triplet
+    mining). Under DDP Lightning wraps a training loader in a ``DistributedSampler`` itself unless
+    its sampler already is one, so a custom sampler that splits the data across ranks subclasses
+    ``DistributedSampler``. Workers persist across epochs (no re-fork every epoch).
     """
+    if not train:
+        sampler = eval_sampler(dataset, trainer)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
-        sampler=None if train else eval_sampler(dataset, trainer),
+        shuffle=train and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         collate_fn=collate_fn,

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from backbone.errors import BadInputError
-from datasets.classification import ClassificationDataModule, Sample
 from datasets.demo import ensure_dogs_demo
-from datasets.loading import image_files
+from datasets.image_list import ImageListDataModule, Sample
+from datasets.images import image_files
 
 
 def _cell_text(cell: object) -> str:
@@ -72,27 +73,22 @@ def read_box(path: Path) -> tuple[int, int, int, int]:
     return x0, y0, x1 + 1, y1 + 1  # VOC boxes are inclusive; PIL's crop box is exclusive
 
 
-class StanfordDogsDataModule(ClassificationDataModule):
+class StanfordDogsDataModule(ImageListDataModule):
     """Stanford Dogs for ``tasks.fine_grained``: the official train/test lists, 120 breeds.
 
-    Args (beyond ``ClassificationDataModule``'s):
+    Args (beyond ``ImageListDataModule``'s):
         crop_to_box: crop every image to its dog's box from ``Annotation/``.
         extra_root: a folder of ``<breed>/*.jpg`` noisy web images added to training.
     """
 
+    layout = "Images/<wnid>-<breed>/*.jpg with lists/train_list.mat and lists/test_list.mat"
+
     def __init__(
-        self,
-        root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        min_scale: float = 0.5,
-        crop_to_box: bool = False,
-        extra_root: str | None = None,
+        self, root: str | None = None, crop_to_box: bool = False, extra_root: str | None = None, **kwargs: Any
     ) -> None:
         self.crop_to_box = crop_to_box
         self.extra_root = Path(extra_root).expanduser() if extra_root else None
-        super().__init__(root, resolution, batch_size, num_workers, min_scale)
+        super().__init__(root, **kwargs)
         if self.extra_root is not None and not self.extra_root.is_dir():
             raise BadInputError(f"The extra training folder {str(self.extra_root)!r} does not exist.")
 

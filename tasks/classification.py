@@ -12,58 +12,41 @@ decay every two epochs) lives in ``configs/classification/imagenet.yaml``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
-from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from backbone.mobilenet import Activation, MobileNetV1
 from backbone.weights import load_backbone_weights
-from tasks.common import configure_optimization
+from tasks.base import TaskModule
+
+# The classifier's width of output is read from the data (the class folders, the breeds).
+CLASS_LINKS = (("data.num_classes", "model.num_classes"),)
 
 
-def default_optimizer(params: Iterable[Any]) -> Optimizer:
-    """AdamW, lr 3e-3: the default for a short from-scratch run on a small set.
-
-    Measured on the built-in demo (README): it reaches a given accuracy in about half the
-    epochs that SGD with Nesterov momentum at lr 0.1 needs. Weight decay comes from the
-    parameter groups (``weight_decay``), never on depthwise filters (Section 3.4).
-    """
-    return torch.optim.AdamW(params, lr=3e-3)
-
-
-class ClassificationModule(LightningModule):
+class ClassificationModule(TaskModule):
     """MobileNetV1 + softmax classifier, with top-1/top-5 accuracy over the whole eval set.
 
-    Args:
-        width: width multiplier alpha (linked from ``--backbone``).
-        resolution: input size (linked from ``--resolution``); kept for the record.
+    Args (beyond ``TaskModule``'s: width, resolution, optimizer, schedule):
         num_classes: number of classes (linked from the data module).
         dropout: dropout before the classifier.
         activation: ``relu6`` or ``relu``.
         full_conv: Conv MobileNet (Table 4).
         shallow: Shallow MobileNet (Table 5).
         label_smoothing: off in the paper's recipe.
-        weight_decay: L2 on conv/FC weights; never on depthwise filters, BN or biases (Section 3.4).
+        weight_decay: L2 on conv/FC weights (0.01 suits the default AdamW); never on depthwise
+            filters, BN or biases (Section 3.4).
         backbone_weights: a checkpoint of any task of this project, or a timm ``mobilenetv1_100``
             state dict, to start from (the classifier is kept only if its shape fits).
-        optimizer: any ``torch.optim`` optimizer (``--optimizer RMSprop --optimizer.lr ...``).
-        lr_scheduler: a scheduler stepped every ``scheduler_interval``; None means linear
-            warm-up over ``warmup_epochs`` then cosine to zero, stepped every batch.
-        scheduler_interval: ``epoch`` or ``step``, for a given ``lr_scheduler``.
-        warmup_epochs: linear warm-up length, before the cosine or in front of ``lr_scheduler``.
     """
+
+    renamed_prefixes = {"backbone.": "model."}  # checkpoints written before the rename
 
     def __init__(
         self,
-        width: float = 1.0,
-        resolution: int = 224,
         num_classes: int = 1000,
         dropout: float = 0.001,
         activation: Activation = "relu6",
@@ -72,23 +55,19 @@ class ClassificationModule(LightningModule):
         label_smoothing: float = 0.0,
         weight_decay: float = 0.01,
         backbone_weights: str | None = None,
-        optimizer: OptimizerCallable = default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        warmup_epochs: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        # backbone_weights is left out: a checkpoint already holds the weights, and Lightning
-        # re-applies saved hyper-parameters on --ckpt_path, which would reload a file that may
-        # have moved since.
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "backbone_weights"])
-        self.backbone = MobileNetV1(
-            width, num_classes, dropout=dropout, activation=activation, full_conv=full_conv, shallow=shallow
+        super().__init__(weight_decay=weight_decay, **kwargs)
+        self.model = MobileNetV1(
+            self.hparams.width,
+            num_classes,
+            dropout=dropout,
+            activation=activation,
+            full_conv=full_conv,
+            shallow=shallow,
         )
         if backbone_weights:
-            load_backbone_weights(self.backbone, backbone_weights)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = lr_scheduler
+            load_backbone_weights(self.model, backbone_weights)
         top5 = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict(
             {
@@ -98,7 +77,7 @@ class ClassificationModule(LightningModule):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
+        return self.model(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -125,19 +104,8 @@ class ClassificationModule(LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch)
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self(batch[0]).softmax(1)
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        return configure_optimization(
-            self,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            hp.weight_decay,
-            hp.scheduler_interval,
-            hp.warmup_epochs,
-        )
+    def predict_records(self, batch: tuple[Tensor, Any]) -> list[Tensor]:
+        return list(self(batch[0]).softmax(1).cpu())
 
 
 def main(args: list[str] | None = None) -> None:
@@ -146,7 +114,13 @@ def main(args: list[str] | None = None) -> None:
     from tasks.cli import main as cli_main
 
     cli_main(
-        ClassificationModule, ImageFolderDataModule, task="classification", monitor="top1", max_epochs=20, args=args
+        ClassificationModule,
+        ImageFolderDataModule,
+        task="classification",
+        monitor="top1",
+        max_epochs=20,
+        links=CLASS_LINKS,
+        args=args,
     )
 
 

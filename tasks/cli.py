@@ -6,11 +6,13 @@ needs on top:
 
 * ``--backbone ALPHA`` (the width multiplier, Section 3.3) and ``--resolution PX`` (the
   resolution multiplier, Section 3.4), linked into the model and the data module;
-* ``--data.num_classes`` linked into ``--model.num_classes`` once the data module has read it;
+* the links a task declares (``links``): e.g. ``data.num_classes -> model.num_classes`` for the
+  classifiers and detectors, applied once the data module has read its dataset;
+* the callbacks a task declares (``callbacks``), e.g. its ``PredictionWriter``;
 * checkpoints (last + best by the task's main metric) in ``<default_root_dir>/checkpoints``,
   so that ``--ckpt_path last`` resumes a killed run from there;
 * the resolved config saved beside each run (Lightning's ``SaveConfigCallback``) and
-  ``metrics.json`` written by every validate/test run (``tasks.common.MetricsJSON``);
+  ``metrics.json`` written by every validate/test run (``tasks.callbacks.MetricsJSON``);
 * bad input ends with one sentence on stderr and exit status 2, not a traceback.
 """
 
@@ -21,26 +23,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning import Callback, LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
-from tasks.common import MetricsJSON
+from tasks.callbacks import MetricsJSON
 
 
 class TaskCLI(LightningCLI):
     """LightningCLI for one task of the suite.
 
     Args:
-        model_class: the task's LightningModule; its ``__init__`` takes ``width``,
-            ``resolution`` and ``num_classes``.
-        datamodule_class: the task's LightningDataModule; it takes ``resolution`` and exposes
-            ``num_classes`` right after ``__init__``.
+        model_class: the task's ``TaskModule``; its ``__init__`` takes ``width`` and ``resolution``.
+        datamodule_class: the task's ``TaskDataModule``; it takes ``resolution``.
         task: the task's name, used for the default run folder ``runs/<task>``.
         monitor: the metric that picks the best checkpoint (``top1``, ``mAP`` ...).
         resolution: the default input size of the task.
+        links: ``(source, target)`` pairs linked when the classes are instantiated, e.g.
+            ``("data.num_classes", "model.num_classes")``: the source is an attribute of the
+            data module, read after its ``__init__``.
+        callbacks: callbacks the task always adds (its prediction writer ...).
         args: command-line arguments (``None`` reads ``sys.argv``), as in LightningCLI.
     """
 
@@ -53,6 +57,8 @@ class TaskCLI(LightningCLI):
         monitor: str,
         resolution: int = 224,
         mode: str = "max",
+        links: Sequence[tuple[str, str]] = (),
+        callbacks: Sequence[Callback] = (),
         args: Sequence[str] | dict[str, Any] | None = None,
         run: bool = True,
         **kwargs: Any,
@@ -61,9 +67,10 @@ class TaskCLI(LightningCLI):
         self.monitor = monitor
         self.mode = mode
         self.default_resolution = resolution
+        self.links = tuple(links)
         trainer_defaults = {
             "default_root_dir": f"runs/{task}",
-            "callbacks": [MetricsJSON()],
+            "callbacks": [MetricsJSON(), *callbacks],
             "log_every_n_steps": 10,
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
@@ -86,7 +93,8 @@ class TaskCLI(LightningCLI):
         parser.link_arguments("backbone", "model.width")
         parser.link_arguments("resolution", "model.resolution")
         parser.link_arguments("resolution", "data.resolution")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        for source, target in self.links:
+            parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -131,6 +139,8 @@ def main(
     resolution: int = 224,
     mode: str = "max",
     max_epochs: int | None = None,
+    links: Sequence[tuple[str, str]] = (),
+    callbacks: Sequence[Callback] = (),
     args: Sequence[str] | None = None,
 ) -> None:
     """Run the task's CLI; bad input ends with one clear sentence and exit status 2.
@@ -146,6 +156,8 @@ def main(
             monitor=monitor,
             resolution=resolution,
             mode=mode,
+            links=links,
+            callbacks=callbacks,
             args=args,
             trainer_defaults={"max_epochs": max_epochs} if max_epochs else {},
         )

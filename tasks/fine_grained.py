@@ -13,7 +13,7 @@ The model is the same as ``tasks.classification``'s; only the data differ.
 
 from __future__ import annotations
 
-from tasks.classification import ClassificationModule
+from tasks.classification import CLASS_LINKS, ClassificationModule
 
 
 def main(args: list[str] | None = None) -> None:
@@ -22,7 +22,13 @@ def main(args: list[str] | None = None) -> None:
     from tasks.cli import main as cli_main
 
     cli_main(
-        ClassificationModule, StanfordDogsDataModule, task="fine_grained", monitor="top1", max_epochs=20, args=args
+        ClassificationModule,
+        StanfordDogsDataModule,
+        task="fine_grained",
+        monitor="top1",
+        max_epochs=20,
+        links=CLASS_LINKS,
+        args=args,
     )
 
 

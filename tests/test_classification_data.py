@@ -18,7 +18,7 @@ def test_imagenet_layout(tiny_imagenet: Path) -> None:
     data = ImageFolderDataModule(str(tiny_imagenet), resolution=64, batch_size=4, num_workers=0)
     assert data.num_classes == 3
     data.setup("fit")
-    assert len(data.train_set) == 24 and len(data.eval_set) == 9
+    assert len(data.dataset("train")) == 24 and len(data.dataset("val")) == 9
     images, labels = next(iter(data.train_dataloader()))
     assert images.shape == (4, 3, 64, 64) and labels.max() < 3
 
@@ -35,10 +35,10 @@ def test_dogs_module_and_crop_to_box(tiny_dogs: Path) -> None:
     data = StanfordDogsDataModule(str(tiny_dogs), resolution=64, num_workers=0, crop_to_box=True)
     assert data.num_classes == 3 and data.class_names[0].startswith("n0")
     data.setup("fit")
-    sample = data.train_set.samples[0]
+    sample = data.dataset("train").samples[0]
     stem = sample.path.relative_to(tiny_dogs / "Images").with_suffix("")
     assert sample.box == read_box(tiny_dogs / "Annotation" / stem)
-    image, label = data.train_set[0]
+    image, label = data.dataset("train")[0]
     assert image.shape == (3, 64, 64) and label == 0
 
 
@@ -80,10 +80,10 @@ def test_wrong_label_and_unreadable_image(tiny_dogs: Path, tmp_path: Path) -> No
     shutil.copytree(tiny_dogs, copy)
     data = StanfordDogsDataModule(str(copy), num_workers=0)
     data.setup("fit")
-    broken = data.train_set.samples[4].path
+    broken = data.dataset("train").samples[4].path
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(BadInputError, match=f"{broken.name}.*could not be read"):
-        data.train_set[4]
+        data.dataset("train")[4]
 
 
 def test_demo_is_deterministic(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ from pycocotools.coco import COCO
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
 from backbone.errors import BadInputError
-from datasets.coco import AugmentPolicy, CocoDataModule, CocoDetection, ImageFolderPredict, collate_detection
+from datasets.coco import CocoDataModule, CocoDetection, predict_transform
 from datasets.demo_coco import ensure_demo_coco, write_coco_split
+from datasets.detection_transforms import AugmentPolicy
+from datasets.images import PredictFolder, collate_with_info
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*degenerate boxes:UserWarning")
 
@@ -160,9 +162,20 @@ def test_datamodule_on_a_root_and_its_errors(tiny: Path, tmp_path_factory: pytes
 def test_predict_folder(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "b.png"), np.zeros((30, 40, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((50, 20, 3), np.uint8))
-    images, targets = collate_detection([ImageFolderPredict(tmp_path, 32)[i] for i in range(2)])
-    assert images.shape == (2, 3, 32, 32)
-    assert [(t["file_name"], t["orig_size"]) for t in targets] == [("a.jpg", (50, 20)), ("b.png", (30, 40))]
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "c.jpg"), np.zeros((10, 10, 3), np.uint8))
+    (tmp_path / "._a.jpg").write_bytes(b"macOS resource fork, not an image")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    folder = PredictFolder(tmp_path, predict_transform(32))
+    assert [p.relative_to(tmp_path).as_posix() for p in folder.files] == ["a.jpg", "b.png", "broken.jpg", "sub/c.jpg"]
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        images, infos = collate_with_info([folder[i] for i in range(4)])
+    assert images.shape == (3, 3, 32, 32)  # the unreadable file is skipped, not fatal
+    assert [(Path(t["path"]).name, t["orig_size"]) for t in infos] == [
+        ("a.jpg", (50, 20)),
+        ("b.png", (30, 40)),
+        ("c.jpg", (10, 10)),
+    ]
 
 
 def test_demo_generation_is_deterministic(tmp_path: Path) -> None:

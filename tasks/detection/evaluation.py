@@ -24,15 +24,16 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.distributed as dist
 from torch import Tensor
+
+from datasets.coco import coco_from_dict
+from tasks.distributed import broadcast_from_zero, gather_objects, global_rank
+from tasks.outputs import write_json_atomic
 
 # The 12 stats of COCOeval.summarize(), in its order, under the project's stable names.
 STAT_NAMES: tuple[str, ...] = (
@@ -80,21 +81,12 @@ def _backend(name: str) -> tuple[type, type]:
     return COCO, COCOeval
 
 
-def _silent_coco(coco_cls: type, dataset: dict[str, Any]) -> Any:
-    """A COCO index over ``dataset`` without its progress prints (works for both libraries)."""
-    coco = coco_cls()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def load_ground_truth(coco_gt: Any, backend: str = "auto") -> Any:
     """The ground truth as a ``COCO`` index of ``backend``'s library (built once, then reused)."""
     coco_cls, _ = _backend(backend)
     if isinstance(coco_gt, coco_cls):
         return coco_gt
-    return _silent_coco(coco_cls, _gt_dataset(coco_gt))
+    return coco_from_dict(_gt_dataset(coco_gt), coco_cls)
 
 
 def evaluate_detections(
@@ -143,13 +135,7 @@ def evaluate_detections(
 
 
 def write_results_json(detections: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write detections as a standard COCO results JSON (a list of records), atomically.
-
-    The file is written to a temporary sibling and renamed into place, so an interrupted run
-    never leaves a half-written results file (nor destroys the previous one).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write detections as a standard COCO results JSON (a list of records), atomically."""
     records = [
         {
             "image_id": int(d["image_id"]),
@@ -159,15 +145,20 @@ def write_results_json(detections: Sequence[Mapping[str, Any]], path: str | os.P
         }
         for d in detections
     ]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(records, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, records, indent=None)
+
+
+def to_original_pixels(boxes: np.ndarray, orig_size: Sequence[float], input_size: Sequence[float]) -> np.ndarray:
+    """Boxes xyxy in the model input's pixels -> the original image's pixels, clipped to it.
+
+    ``orig_size`` and ``input_size`` are (h, w): the detectors see the image resized to the input.
+    """
+    oh, ow = (float(v) for v in orig_size)
+    ih, iw = (float(v) for v in input_size)
+    out = np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([ow / iw, oh / ih, ow / iw, oh / ih])
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, ow)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, oh)
+    return out
 
 
 def _as_list(value: Any) -> list[float]:
@@ -223,11 +214,7 @@ class CocoEvaluator:
             if len(boxes) == 0:
                 continue
             if "orig_size" in target and "input_size" in target:
-                oh, ow = _as_list(target["orig_size"])
-                ih, iw = _as_list(target["input_size"])
-                boxes = boxes * np.array([ow / iw, oh / ih, ow / iw, oh / ih])
-                boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, ow)
-                boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, oh)
+                boxes = to_original_pixels(boxes, _as_list(target["orig_size"]), _as_list(target["input_size"]))
             known = np.array([int(lab) in self.label_to_category_id for lab in labels], bool)  # skips background 0
             category = np.array([self.label_to_category_id.get(int(lab), -1) for lab in labels], np.float64)
             rows = np.stack(
@@ -257,12 +244,7 @@ class CocoEvaluator:
         A ``DistributedSampler`` that pads ranks can show an image to two ranks; the first rank
         that saw it keeps its detections, so padding never counts an image twice.
         """
-        local = (sorted(self._seen), self._local_array())
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, local)
-        else:
-            parts = [local]
+        parts = gather_objects((sorted(self._seen), self._local_array()))
         owner: dict[int, int] = {}
         for rank, (ids, _) in enumerate(parts):
             for image_id in ids:
@@ -282,25 +264,17 @@ class CocoEvaluator:
         Every rank must call this (it is a collective under DDP).
         """
         image_ids, detections = self.gather()
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        rank = dist.get_rank() if distributed else 0
-        payload: list[Any] = [None]
-        if rank == 0:
+        stats: dict[str, float] | None = None
+        if global_rank() == 0:
             if results_path is not None:
                 write_results_json(detections, results_path)
             if image_ids:
                 if self._gt_index is None:
                     self._gt_index = load_ground_truth(self.coco_gt, self.backend)
-                payload[0] = evaluate_detections(self._gt_index, detections, image_ids, self.backend)
+                stats = evaluate_detections(self._gt_index, detections, image_ids, self.backend)
             else:
-                payload[0] = dict.fromkeys(STAT_NAMES, 0.0)
-        if distributed:
-            dist.broadcast_object_list(payload, src=0)
-        return dict(payload[0])
-
-    def compute_tensors(self, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-        """``compute()`` as scalar tensors, convenient for ``LightningModule.log_dict``."""
-        return {k: torch.tensor(v, device=device) for k, v in self.compute().items()}
+                stats = dict.fromkeys(STAT_NAMES, 0.0)
+        return dict(broadcast_from_zero(stats))
 
 
 def _records(array: np.ndarray) -> list[dict[str, Any]]:
@@ -315,4 +289,11 @@ def _records(array: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-__all__ = ["STAT_NAMES", "CocoEvaluator", "evaluate_detections", "load_ground_truth", "write_results_json"]
+__all__ = [
+    "STAT_NAMES",
+    "CocoEvaluator",
+    "evaluate_detections",
+    "load_ground_truth",
+    "to_original_pixels",
+    "write_results_json",
+]

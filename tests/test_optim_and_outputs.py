@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from backbone import MobileNetV1
-from tasks.common import param_groups, warmup_cosine, write_json_atomic
+from tasks.optim import param_groups, warmup_cosine
+from tasks.outputs import write_json_atomic
 
 
 def test_no_weight_decay_on_depthwise_bn_and_bias() -> None:

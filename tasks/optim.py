@@ -1,17 +1,12 @@
-"""Pieces every task module shares: optimizer parameter groups, schedules, metrics.json."""
+"""Optimisation every task shares: parameter groups without decay on depthwise filters, warm-up, schedules."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning import LightningModule
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler
@@ -90,64 +85,3 @@ def configure_optimization(
         schedulers.append({"scheduler": warmup, "interval": "step"})
     schedulers.append({"scheduler": scheduler_factory(optimizer), "interval": scheduler_interval})
     return [optimizer], schedulers
-
-
-def write_json_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any] | list[Any]) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def scalar_metrics(metrics: Mapping[str, Any], skip_prefixes: Iterable[str] = ("train",)) -> dict[str, float]:
-    """The scalar metrics of ``metrics`` as floats, without the training ones."""
-    out: dict[str, float] = {}
-    for name, value in metrics.items():
-        if any(name.startswith(p) for p in skip_prefixes):
-            continue
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                continue
-            value = value.item()
-        if isinstance(value, (int, float)):
-            out[name] = float(value)
-    return out
-
-
-class MetricsJSON(Callback):
-    """Write the metrics of every validate/test run to ``<log_dir>/metrics.json``.
-
-    Scripts and people read results from this file rather than from a progress bar. During
-    ``fit`` the file holds the latest validation. Only rank 0 writes; the metrics it writes are
-    already reduced over all ranks by the task's metric objects.
-    """
-
-    def _write(self, trainer: Trainer, stage: str) -> None:
-        if trainer.sanity_checking:
-            return
-        # ``trainer.log_dir`` broadcasts from rank 0: every rank must ask, before rank 0 writes.
-        log_dir = trainer.log_dir or trainer.default_root_dir
-        if not trainer.is_global_zero:
-            return
-        payload: dict[str, Any] = {
-            "stage": stage,
-            "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "metrics": scalar_metrics(trainer.callback_metrics),
-        }
-        if trainer.ckpt_path:
-            payload["checkpoint"] = str(trainer.ckpt_path)
-        write_json_atomic(Path(log_dir) / "metrics.json", payload)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, "validate")
-
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, "test")

@@ -1,0 +1,100 @@
+"""Callbacks every task gets from the CLI: ``metrics.json`` and the base of prediction writers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from datasets.images import PredictFolder
+from tasks.distributed import gather_objects
+from tasks.outputs import write_json_atomic
+
+
+def run_folder(trainer: Trainer) -> Path:
+    """The folder a run writes its outputs to (the logger's version folder).
+
+    ``trainer.log_dir`` broadcasts from rank 0: every rank must call this, not only rank 0.
+    """
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def scalar_metrics(metrics: Mapping[str, Any], skip_prefixes: Iterable[str] = ("train",)) -> dict[str, float]:
+    """The scalar metrics of ``metrics`` as floats, without the training ones."""
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if any(name.startswith(p) for p in skip_prefixes):
+            continue
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[name] = float(value)
+    return out
+
+
+class MetricsJSON(Callback):
+    """Write the metrics of every validate/test run to ``<log_dir>/metrics.json``.
+
+    Scripts and people read results from this file rather than from a progress bar. During
+    ``fit`` the file holds the latest validation. Only rank 0 writes; the metrics it writes are
+    already reduced over all ranks by the task's metric objects.
+    """
+
+    def _write(self, trainer: Trainer, stage: str) -> None:
+        if trainer.sanity_checking:
+            return
+        folder = run_folder(trainer)
+        if not trainer.is_global_zero:
+            return
+        payload: dict[str, Any] = {
+            "stage": stage,
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "metrics": scalar_metrics(trainer.callback_metrics),
+        }
+        if trainer.ckpt_path:
+            payload["checkpoint"] = str(trainer.ckpt_path)
+        write_json_atomic(folder / "metrics.json", payload)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, "validate")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, "test")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Base of every task's ``predict`` output: gather all ranks' records, write once on rank 0.
+
+    A task's ``predict_step`` returns a list of records (plain Python/numpy objects, one per
+    image); a subclass implements ``write(folder, records, trainer, pl_module)``, which runs on
+    rank 0 with the records of every rank (a subclass sorts them if it needs an order). Outputs
+    land in the run's log folder, next to ``metrics.json``. With ``--data.predict_dir``, the
+    number of unreadable images that were skipped is printed at the end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(
+        self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
+    ) -> None:
+        folder = run_folder(trainer)
+        local = [record for batch in predictions if batch for record in batch]
+        records = [record for part in gather_objects(local) for record in part]
+        if not trainer.is_global_zero:
+            return
+        self.write(folder, records, trainer, pl_module)
+        loader = trainer.predict_dataloaders
+        dataset = getattr(loader[0] if isinstance(loader, list) else loader, "dataset", None)
+        if isinstance(dataset, PredictFolder) and len(records) < len(dataset):
+            print(f"{len(dataset) - len(records)} of {len(dataset)} images could not be read and were skipped.")
+
+    def write(self, folder: Path, records: list[Any], trainer: Trainer, pl_module: LightningModule) -> None:
+        raise NotImplementedError
