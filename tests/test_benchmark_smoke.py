@@ -1,4 +1,4 @@
-"""Smoke test of scripts/benchmark.py: the quick mode runs and prints the expected rows.
+"""Smoke test of ``python -m benchmarks``: the quick mode of each section runs and prints the expected rows.
 
 Timings are not checked (the machine is shared and noisy); only the structure of the printed
 markdown tables and of the JSON.
@@ -6,28 +6,16 @@ markdown tables and of the JSON.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-
-
-def load_script() -> ModuleType:
-    """Import scripts/benchmark.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.__main__ import main, parse_args
+from benchmarks.common import SECTIONS, Section, register
 
 
 @pytest.fixture()
@@ -39,10 +27,9 @@ def keep_threads() -> Iterator[None]:
 
 
 def test_quick_run_prints_expected_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_threads: None) -> None:
-    benchmark = load_script()
     out_json = tmp_path / "bench.json"
     start = time.perf_counter()
-    results = benchmark.main(["--quick", "--section", "backbone", "--json", str(out_json)])
+    results = main(["--quick", "--section", "backbone", "--json", str(out_json)])
     elapsed = time.perf_counter() - start
     printed = capsys.readouterr().out
     assert elapsed < 60, f"quick mode took {elapsed:.0f} s"  # < 20 s on an idle machine; slack for a busy one
@@ -91,10 +78,9 @@ def test_quick_run_prints_expected_rows(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_quick_detection_section(tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_threads: None) -> None:
     """The detection section in quick mode: its three tables, the target lines and the JSON keys."""
-    benchmark = load_script()
     out_json = tmp_path / "detection.json"
     start = time.perf_counter()
-    results = benchmark.main(["--quick", "--section", "detection", "--json", str(out_json)])
+    results = main(["--quick", "--section", "detection", "--json", str(out_json)])
     elapsed = time.perf_counter() - start
     printed = capsys.readouterr().out
     assert elapsed < 90, f"quick detection section took {elapsed:.0f} s"  # ~10 s on an idle machine
@@ -150,3 +136,14 @@ def test_quick_detection_section(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "coco_eval_speedup",
         "coco_eval_stats_identical",
     }
+
+
+def test_options_take_the_preset_unless_given() -> None:
+    """Unset options take the full or the quick preset; a given option wins in both; sections are listed."""
+    full, quick = parse_args([]), parse_args(["--quick", "--ssd-resolution", "96"])
+    assert full.widths == [1.0, 0.75, 0.5, 0.25] and full.no_compile is False and full.threads is None
+    assert quick.widths == [0.25] and quick.no_compile is True and quick.threads == 1
+    assert full.ssd_resolution == 300 and quick.ssd_resolution == 96
+    assert {"backbone", "detection"} <= set(SECTIONS)
+    with pytest.raises(ValueError, match="already registered"):
+        register(Section("backbone", SECTIONS["backbone"].run))
