@@ -49,6 +49,8 @@ BLOCKS: tuple[tuple[int, int], ...] = (
 SHALLOW_REMOVED = frozenset({7, 8, 9, 10, 11})  # 1-based block numbers dropped by Table 5
 FEATURE_DIM = 1024
 MIN_RESOLUTION = 32
+# Above this one image's activations take gigabytes: a typo (an extra zero), not a setting.
+MAX_RESOLUTION = 4096
 # Input normalisation of every model in this project (torchvision's and timm's ImageNet
 # statistics, so that imported ImageNet weights see the inputs they were trained on).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,6 +81,12 @@ def check_resolution(resolution: int) -> int:
         raise BadInputError(
             f"The input resolution must be a whole number of pixels of at least {MIN_RESOLUTION} "
             f"(the network downsamples by 32); got {resolution!r}."
+        )
+    if resolution > MAX_RESOLUTION:
+        raise BadInputError(
+            f"The input resolution must be at most {MAX_RESOLUTION} pixels (the stem's output alone takes "
+            f"{32 * (MAX_RESOLUTION // 2) ** 2 * 4 // 2**20} MB per image there; the paper uses 128-224); "
+            f"got {resolution}."
         )
     return resolution
 

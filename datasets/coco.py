@@ -87,6 +87,15 @@ def read_annotation_json(path: Path) -> dict[str, Any]:
     _check_records(path, data["categories"], ("id", "name"), "category")
     if not data["categories"]:
         raise BadInputError(f"The annotation file {str(path)!r} lists no categories; expected at least one.")
+    if not data["images"]:
+        raise BadInputError(f"The annotation file {str(path)!r} lists no images; expected at least one.")
+    seen: set[int] = set()
+    for info in data["images"]:
+        if int(info["id"]) in seen:
+            raise BadInputError(
+                f"The annotation file {str(path)!r} lists image id {info['id']} twice; expected unique image ids."
+            )
+        seen.add(int(info["id"]))
     return data
 
 
@@ -110,27 +119,36 @@ def coco_from_dict(data: dict[str, Any], coco_cls: type = COCO) -> Any:
     return coco
 
 
+def _with_area(ann: Mapping[str, Any], bbox: list[float]) -> dict[str, Any]:
+    """``ann`` with ``bbox`` and an ``area`` (w x h when missing or zero, as torchvision's
+    ``convert_to_coco_api`` does: pycocotools' evaluation needs it to bin small/medium/large)."""
+    area = ann.get("area")
+    if not isinstance(area, (int, float)) or not area > 0:
+        area = bbox[2] * bbox[3]
+    return {**ann, "bbox": bbox, "area": float(area)}
+
+
 def clean_boxes(
     annotations: Sequence[Mapping[str, Any]], width: float, height: float, category_to_label: Mapping[int, int]
-) -> tuple[np.ndarray, np.ndarray, int, int, int]:
-    """Turn one image's COCO annotations into training targets.
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], int, int, int]:
+    """Turn one image's COCO annotations into training targets and the ground truth to score.
 
-    Returns ``(boxes xyxy float32 (N, 4), labels int64 (N,), n_crowd, n_clipped, n_dropped)``.
-    Crowd regions are skipped (COCO's evaluator ignores detections matched to them; as training
-    targets they would teach the model one box around a whole crowd). Boxes sticking out of the
-    image are clipped; boxes with no width/height (before or after clipping, < 1 pixel) or with
-    non-finite numbers are dropped, because torchvision's detectors refuse them deep in the loss.
+    Returns ``(boxes xyxy float32 (N, 4), labels int64 (N,), kept annotations, n_crowd, n_clipped,
+    n_dropped)``. Crowd regions are not training targets (they would teach the model one box
+    around a whole crowd) but stay in the ground truth, where COCO's evaluator ignores detections
+    matched to them. Boxes sticking out of the image are clipped; boxes with no width/height
+    (before or after clipping, < 1 pixel) or with non-finite numbers are dropped, because
+    torchvision's detectors refuse them deep in the loss. The kept annotations (clipped, with an
+    ``area``) are what evaluation scores against, so a model is never scored on a box it was
+    never shown as valid.
     """
     boxes: list[list[float]] = []
     labels: list[int] = []
+    kept: list[dict[str, Any]] = []
     n_crowd = n_clipped = n_dropped = 0
     for ann in annotations:
-        if ann.get("iscrowd", 0):
-            n_crowd += 1
-            continue
-        bbox = ann["bbox"]
         try:
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = (float(v) for v in ann["bbox"])
         except (TypeError, ValueError):
             n_dropped += 1
             continue
@@ -143,11 +161,16 @@ def clean_boxes(
             continue
         if (x1, y1, x2, y2) != (x, y, x + w, y + h):
             n_clipped += 1
+        kept.append(_with_area(ann, [x1, y1, x2 - x1, y2 - y1]))
+        if ann.get("iscrowd", 0):
+            n_crowd += 1
+            continue
         boxes.append([x1, y1, x2, y2])
         labels.append(category_to_label[int(ann["category_id"])])
     return (
         np.asarray(boxes, np.float32).reshape(-1, 4),
         np.asarray(labels, np.int64),
+        kept,
         n_crowd,
         n_clipped,
         n_dropped,
@@ -185,7 +208,7 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         if self.resolution < 32:
             raise BadInputError(f"The resolution {resolution} is too small; expected at least 32 pixels.")
         data = annotation_data if annotation_data is not None else read_annotation_json(self.annotation_file)
-        self.coco = coco_from_dict(data)
+        images = {int(info["id"]): info for info in data["images"]}
         names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         if category_ids is None:
             category_ids = sorted(names)
@@ -206,32 +229,41 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
             )
         # One listdir instead of 118k stat calls: a missing file is reported at once, by name.
         present = set(os.listdir(self.image_dir))
-        self.image_ids: list[int] = sorted(self.coco.imgs)
+        self.image_ids: list[int] = sorted(images)
         for image_id in self.image_ids:
-            name = self.coco.imgs[image_id]["file_name"]
+            name = images[image_id]["file_name"]
             if name not in present and not (self.image_dir / name).is_file():
                 raise BadInputError(
                     f"The image file {str(self.image_dir / name)!r} listed in {str(self.annotation_file)!r} "
                     "does not exist; expected every listed image in the image folder."
                 )
-        # Clean every image's targets once, here, so the count is reported once per dataset.
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        orphans = 0
+        for ann in data["annotations"]:
+            if int(ann["image_id"]) in images:
+                by_image.setdefault(int(ann["image_id"]), []).append(ann)
+            else:
+                orphans += 1
+        # Clean every image's targets once, here, so the count is reported once per dataset, and
+        # index the cleaned annotations: evaluation scores against what training was shown.
         self.targets: list[tuple[np.ndarray, np.ndarray]] = []
+        kept_annotations: list[dict[str, Any]] = []
         n_crowd = n_clipped = n_dropped = 0
         for image_id in self.image_ids:
-            info = self.coco.imgs[image_id]
-            boxes, labels, c, k, d = clean_boxes(
-                self.coco.imgToAnns.get(image_id, []),
-                float(info["width"]),
-                float(info["height"]),
-                self.category_to_label,
+            info = images[image_id]
+            boxes, labels, kept, c, k, d = clean_boxes(
+                by_image.get(image_id, []), float(info["width"]), float(info["height"]), self.category_to_label
             )
             self.targets.append((boxes, labels))
+            kept_annotations += kept
             n_crowd, n_clipped, n_dropped = n_crowd + c, n_clipped + k, n_dropped + d
         self.n_crowd, self.n_clipped, self.n_dropped = n_crowd, n_clipped, n_dropped
-        if n_clipped or n_dropped:
+        self.coco = coco_from_dict({**data, "annotations": kept_annotations})
+        if n_clipped or n_dropped or orphans:
             rank_zero_warn(
-                f"{self.annotation_file}: dropped {n_dropped} degenerate boxes (no width/height or outside the image) "
-                f"and clipped {n_clipped} boxes to their image."
+                f"{self.annotation_file}: dropped {n_dropped} degenerate boxes (no width/height or outside the image), "
+                f"clipped {n_clipped} boxes to their image, and dropped {orphans} annotations whose image_id is "
+                "not in 'images'."
             )
         self.transform = detection_transform(self.resolution, augment)
 
@@ -248,6 +280,12 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         path = self.image_dir / self.coco.imgs[image_id]["file_name"]
         image = read_rgb_array(path)
         orig_h, orig_w = image.shape[:2]
+        info = self.coco.imgs[image_id]
+        if (orig_w, orig_h) != (int(info["width"]), int(info["height"])):
+            raise BadInputError(
+                f"The image file {str(path)!r} is {orig_w}x{orig_h} pixels but {str(self.annotation_file)!r} says "
+                f"{info['width']}x{info['height']}; boxes refer to the stored pixels, so the two must agree."
+            )
         boxes, labels = self.targets[index]
         if self.transform is not None:
             out = self.transform(image=image, bboxes=boxes, labels=labels)

@@ -27,6 +27,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch.optim import Optimizer
 
+from backbone.errors import BadInputError
 from tasks.optim import configure_optimization
 
 
@@ -90,11 +91,20 @@ class TaskModule(LightningModule):
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rename parameters saved under an older name (``renamed_prefixes``)."""
+        """Rename parameters saved under an older name (``renamed_prefixes``), then refuse in one
+        sentence a checkpoint whose tensors do not fit this model (another width, class count ...)."""
         state = checkpoint.get("state_dict", {})
         for old, new in self.renamed_prefixes.items():
             for key in [k for k in state if k.startswith(old)]:
                 state[new + key[len(old) :]] = state.pop(key)
+        own = self.state_dict()
+        for key, value in state.items():
+            if key in own and tuple(own[key].shape) != tuple(value.shape):
+                path = getattr(self._trainer, "ckpt_path", None) or "given"
+                raise BadInputError(
+                    f"The checkpoint {str(path)!r} holds {key} of shape {tuple(value.shape)} where this model has "
+                    f"{tuple(own[key].shape)}: it was trained for another width or number of classes."
+                )
 
     # --- predict ----------------------------------------------------------------------------
     def predict_records(self, batch: Any) -> list[Any]:

@@ -23,13 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning import Callback, LightningDataModule, LightningModule
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
 from tasks.callbacks import MetricsJSON
+from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
+from tasks.outputs import ensure_folder
+
+DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
 
 
 class TaskCLI(LightningCLI):
@@ -70,7 +74,7 @@ class TaskCLI(LightningCLI):
         self.links = tuple(links)
         trainer_defaults = {
             "default_root_dir": f"runs/{task}",
-            "callbacks": [MetricsJSON(), *callbacks],
+            "callbacks": [MetricsJSON(), TaskStamp(task), *callbacks],
             "log_every_n_steps": 10,
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
@@ -86,7 +90,9 @@ class TaskCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--backbone", type=float, default=1.0, help="MobileNet width multiplier alpha, in (0, 1].")
+        parser.add_argument(
+            "--backbone", type=float, default=DEFAULT_WIDTH, help="MobileNet width multiplier alpha, in (0, 1]."
+        )
         parser.add_argument(
             "--resolution", type=int, default=self.default_resolution, help="Input size in pixels (square)."
         )
@@ -95,7 +101,7 @@ class TaskCLI(LightningCLI):
         parser.link_arguments("resolution", "data.resolution")
         for source, target in self.links:
             parser.link_arguments(source, target, apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(TaskCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": self.monitor,
@@ -107,19 +113,54 @@ class TaskCLI(LightningCLI):
             }
         )
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        # Validate the two multipliers before anything is built, with the paper's wording.
+    def _run_root(self, config: Any) -> Path:
+        return Path(config["trainer"].get("default_root_dir") or f"runs/{self.task}")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then check ``--ckpt_path`` before LightningCLI applies the checkpoint's hparams.
+
+        ``last``/``best`` are resolved in the run's checkpoint folder (refused, naming the folder,
+        when there is none: Lightning would go on with random weights); a file that is not a
+        checkpoint, or holds another task or size, is refused in one sentence.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
         check_width(config["backbone"])
         check_resolution(config["resolution"])
+        folder = self._run_root(config) / "checkpoints"
+        ckpt_path = resolve_ckpt_path(config.get("ckpt_path"), folder)
+        if ckpt_path in (None, "hpc", "registry"):
+            return
+        config["ckpt_path"] = ckpt_path
+        width, resolution = check_checkpoint(
+            ckpt_path,
+            self.task,
+            config["backbone"],
+            config["resolution"],
+            DEFAULT_WIDTH,
+            self.default_resolution,
+            # options of the model, including those linked in from the data at instantiation
+            set(vars(config["model"])) | {t.split(".", 1)[1] for _, t in self.links if t.startswith("model.")},
+        )
+        config["backbone"] = config["model"]["width"] = width
+        config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
         # Checkpoints live in one fixed folder per run root (not per logger version), so
         # ``--ckpt_path last`` finds the last checkpoint of the previous, interrupted run.
+        root = ensure_folder(self._run_root(config), "run folder (--trainer.default_root_dir)")
         if config.get("checkpoint") is not None and config["checkpoint"].get("dirpath") is None:
-            root = config["trainer"].get("default_root_dir") or f"runs/{self.task}"
-            config["checkpoint"]["dirpath"] = str(Path(root) / "checkpoints")
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
-            raise BadInputError(f"The checkpoint {ckpt_path!r} given with --ckpt_path does not exist.")
+            config["checkpoint"]["dirpath"] = str(root / "checkpoints")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
 
 def _one_sentence(error: BaseException) -> str:
