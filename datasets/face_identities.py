@@ -1,0 +1,342 @@
+"""Face identity folders (``<identity>/*.jpg``, the VGGFace2 / CASIA-WebFace layout) and LFW.
+
+* ``identity_images``: the identities and their images under a root, sorted.
+* ``PKSampler``: batches of P identities x K images for online triplet mining (FaceNet, Section
+  3.2: "all anchor-positive pairs" of a batch with semi-hard negatives from the same batch need
+  several images of each identity in it). It subclasses ``DistributedSampler`` so that Lightning
+  keeps it under DDP: every rank draws the same global sequence of batches and takes its share.
+* ``read_teacher_embeddings``: precomputed teacher embeddings keyed by image path.
+* ``FaceDataModule``: training identities, a held-out identity split and/or LFW for validation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+from torchvision.transforms import v2
+
+from backbone.errors import BadInputError
+from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from datasets.base import TaskDataModule
+from datasets.demo_faces import ensure_demo_faces
+from datasets.images import image_files, read_rgb
+from datasets.lfw import read_pairs
+
+# Which evaluation set an image of the validation split belongs to.
+SOURCE_LFW, SOURCE_HELDOUT = 0, 1
+HELDOUT_SEED = 1503  # the held-out identities are a fixed, seeded choice: the same in every run
+
+
+def identity_images(root: Path) -> dict[str, list[Path]]:
+    """``{identity: [images]}`` for every identity folder under ``root`` that holds images, sorted."""
+    if not root.is_dir():
+        raise BadInputError(f"The identity folder {str(root)!r} does not exist; expected <identity>/*.jpg folders.")
+    found = {d.name: image_files(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    found = {name: files for name, files in found.items() if files}
+    if not found:
+        raise BadInputError(f"No identity folders with images (<identity>/*.jpg) were found under {str(root)!r}.")
+    return found
+
+
+def split_heldout(identities: Sequence[str], fraction: float) -> set[str]:
+    """A seeded choice of ``fraction`` of the identities (at least 2 when any), held out of training."""
+    if fraction <= 0:
+        return set()
+    count = max(2, round(fraction * len(identities)))
+    if count >= len(identities) - 1:
+        raise BadInputError(
+            f"Holding out {fraction} of {len(identities)} identities leaves fewer than 2 to train on; "
+            "lower --data.heldout_fraction or add identities."
+        )
+    order = np.random.default_rng(HELDOUT_SEED).permutation(len(identities))
+    return {identities[i] for i in order[:count]}
+
+
+def face_train_transform(resolution: int, min_scale: float) -> v2.Compose:
+    """Aligned face crops: a mild random-resized crop and a flip (FaceNet: random crop + flip)."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(resolution, scale=(min_scale, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def face_eval_transform(resolution: int) -> v2.Compose:
+    """The whole (already cropped) face resized to resolution x resolution."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((resolution, resolution), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def describe_eval_transform(resolution: int) -> dict[str, Any]:
+    """What ``face_eval_transform`` does, as recorded beside a face index."""
+    return {"resize": [resolution, resolution], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+class FaceImages(Dataset[dict[str, Any]]):
+    """Images with an identity label (-1: none), their evaluation source and optional teacher vectors."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[int],
+        transform: v2.Transform,
+        sources: Sequence[int] | None = None,
+        teacher: np.ndarray | None = None,
+    ) -> None:
+        self.paths = list(paths)
+        self.labels = list(labels)
+        self.sources = list(sources) if sources is not None else [SOURCE_HELDOUT] * len(self.paths)
+        self.transform = transform
+        self.teacher = teacher
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        teacher = torch.from_numpy(self.teacher[index]) if self.teacher is not None else torch.empty(0)
+        return {
+            "image": self.transform(read_rgb(self.paths[index])),
+            "label": self.labels[index],
+            "index": index,
+            "source": self.sources[index],
+            "teacher": teacher,
+            "path": str(self.paths[index]),
+        }
+
+
+class PKSampler(DistributedSampler):
+    """P identities x K images per batch, in consecutive runs of ``P * K`` indices.
+
+    Identities are visited in a shuffled cycle (each equally often), and each identity's images
+    in their own shuffled cycle: an identity with fewer than K images repeats some (augmentation
+    makes the copies differ), so every identity contributes K images and positives. An epoch has
+    about one pass over the images; every rank builds the same global sequence from
+    ``seed + epoch`` and takes every ``num_replicas``-th batch, so ranks run equally many steps.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        identities_per_batch: int,
+        images_per_identity: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(range(len(labels)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        by_label: dict[int, list[int]] = {}
+        for index, label in enumerate(labels):
+            by_label.setdefault(int(label), []).append(index)
+        if len(by_label) < 2:
+            raise BadInputError(f"Triplet training needs at least 2 identities; got {len(by_label)}.")
+        self.by_label = by_label
+        self.p = min(identities_per_batch, len(by_label))
+        self.k = images_per_identity
+        batches = max(num_replicas, len(labels) // (self.p * self.k))
+        self.batches_per_rank = batches // num_replicas
+
+    def __len__(self) -> int:
+        return self.batches_per_rank * self.p * self.k
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed + self.epoch)
+        identities = list(self.by_label)
+        cycle: list[int] = []
+        images: dict[int, list[int]] = {label: [] for label in identities}
+        batches: list[list[int]] = []
+        for _ in range(self.batches_per_rank * self.num_replicas):
+            chosen: list[int] = []
+            while len(chosen) < self.p:
+                if not cycle:
+                    cycle = rng.sample(identities, len(identities))
+                label = cycle.pop()
+                if label in chosen:  # only at a reshuffle boundary: put it back for the next batch
+                    cycle.insert(0, label)
+                    continue
+                chosen.append(label)
+            batch = []
+            for label in chosen:
+                pool = images[label]
+                for _ in range(self.k):
+                    if not pool:
+                        pool.extend(rng.sample(self.by_label[label], len(self.by_label[label])))
+                    batch.append(pool.pop())
+            batches.append(batch)
+        for batch in batches[self.rank :: self.num_replicas]:
+            yield from batch
+
+
+def read_teacher_embeddings(path: str | Path, images: Sequence[Path], root: Path) -> np.ndarray:
+    """The teacher's embedding of each of ``images`` (rows in that order), from ``path``.
+
+    ``path`` is either ``embeddings.npy`` with a ``paths.txt`` beside it (what ``predict`` of this
+    task writes: run the teacher's ``predict --data.predict_dir <root>``) or an ``.npz`` with arrays
+    ``paths`` (N strings) and ``embeddings`` (N x D float). A path matches an image given relative
+    to the data root (``<identity>/x.jpg``) or as the same absolute file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInputError(f"The teacher embeddings file {str(path)!r} does not exist.")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            if "paths" not in data or "embeddings" not in data:
+                raise BadInputError(f"The teacher file {str(path)!r} must hold arrays 'paths' and 'embeddings'.")
+            keys, vectors = [str(p) for p in data["paths"]], np.asarray(data["embeddings"], dtype=np.float32)
+    else:
+        listing = path.with_name("paths.txt")
+        if not listing.is_file():
+            raise BadInputError(
+                f"The teacher embeddings {str(path)!r} need their paths.txt beside them ({str(listing)!r} is missing)."
+            )
+        keys, vectors = listing.read_text().splitlines(), np.load(path).astype(np.float32)
+    if vectors.ndim != 2 or len(keys) != len(vectors):
+        raise BadInputError(
+            f"The teacher file {str(path)!r} holds {len(keys)} paths for embeddings of shape {vectors.shape}; "
+            "expected one N x D row per path."
+        )
+    lookup: dict[str, int] = {}
+    for row, key in enumerate(keys):
+        lookup[key] = row
+        lookup[str((root / key).resolve())] = row  # relative to the data root, or absolute
+        lookup[str(Path(key).resolve())] = row
+    rows = [lookup.get(str(image.resolve()), -1) for image in images]
+    missing = [image for image, row in zip(images, rows, strict=True) if row < 0]
+    if missing:
+        raise BadInputError(
+            f"The teacher file {str(path)!r} has no embedding for {len(missing)} training images, "
+            f"e.g. {str(missing[0])!r}."
+        )
+    return vectors[rows]
+
+
+class FaceDataModule(TaskDataModule):
+    """Training identities, validated on LFW (``lfw_root``) and/or held-out identities.
+
+    Args:
+        root: ``<identity>/*.jpg`` folders; None uses the built-in demo identities (and demo LFW).
+        lfw_root: a folder with ``lfw/<Name>/<Name>_0001.jpg`` and ``pairs.txt``: LFW metrics.
+        heldout_root: identity folders for ``tar_at_far_1e-4`` (all pairs); default a split of ``root``.
+        heldout_fraction: the share of ``root``'s identities held out of training when no
+            ``heldout_root`` is given (seeded, the same in every run); 0 keeps all for training.
+        images_per_identity: K of the P x K batches; P = ``batch_size // K``.
+        teacher_embeddings: precomputed teacher embeddings for distillation (``read_teacher_embeddings``).
+        min_scale: smallest area fraction of the training crop.
+    """
+
+    layout = "<identity>/*.jpg folders (VGGFace2 / CASIA-WebFace layout)"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        resolution: int = 128,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        predict_dir: str | None = None,
+        lfw_root: str | None = None,
+        heldout_root: str | None = None,
+        heldout_fraction: float = 0.1,
+        images_per_identity: int = 4,
+        teacher_embeddings: str | None = None,
+        min_scale: float = 0.8,
+    ) -> None:
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        if images_per_identity < 2 or batch_size < 2 * images_per_identity or batch_size % images_per_identity:
+            raise BadInputError(
+                "A triplet batch is P identities x K images (P, K >= 2): --data.batch_size must be a multiple of "
+                f"--data.images_per_identity of at least twice it; got {batch_size} and {images_per_identity}."
+            )
+        if lfw_root is None and self.uses_demo:
+            lfw_root = str(self.root.parent / "lfw")
+        self.lfw_root = Path(lfw_root).expanduser() if lfw_root else None
+        if self.lfw_root is not None and not self.lfw_root.is_dir():
+            raise BadInputError(
+                f"The LFW root {str(self.lfw_root)!r} does not exist; expected a folder with lfw/ and pairs.txt."
+            )
+        self.images_per_identity = images_per_identity
+        self.teacher_embeddings = teacher_embeddings
+        self.min_scale = min_scale
+        everyone = identity_images(self.root)
+        if heldout_root is not None:
+            heldout = identity_images(Path(heldout_root).expanduser())
+        else:
+            names = split_heldout(list(everyone), heldout_fraction)
+            heldout = {name: everyone[name] for name in names}
+        self.train_identities = {n: f for n, f in everyone.items() if heldout_root is not None or n not in heldout}
+        self.heldout_identities = heldout
+        if self.lfw_root is None and not heldout:
+            raise BadInputError(
+                "Nothing to validate on: give --data.lfw_root (LFW) or hold out identities "
+                "(--data.heldout_fraction > 0 or --data.heldout_root)."
+            )
+        self.lfw_pairs = read_pairs(self.lfw_root) if self.lfw_root is not None else None
+        if self.lfw_root is None:
+            print(
+                "No --data.lfw_root: validating on the held-out identities only (tar_at_far_1e-4 over all their "
+                "pairs); LFW metrics need LFW.",
+                flush=True,
+            )
+
+    def demo_root(self) -> Path:
+        return ensure_demo_faces() / "identities"
+
+    def train_dataset(self) -> Dataset:
+        paths, labels = [], []
+        for label, files in enumerate(self.train_identities.values()):
+            paths += files
+            labels += [label] * len(files)
+        teacher = None
+        if self.teacher_embeddings is not None:
+            teacher = read_teacher_embeddings(self.teacher_embeddings, paths, self.root)
+        return FaceImages(paths, labels, face_train_transform(self.resolution, self.min_scale), teacher=teacher)
+
+    def val_dataset(self) -> Dataset:
+        paths: list[Path] = []
+        labels: list[int] = []
+        sources: list[int] = []
+        if self.lfw_pairs is not None:
+            paths += self.lfw_pairs.images
+            labels += [-1] * len(self.lfw_pairs.images)
+            sources += [SOURCE_LFW] * len(self.lfw_pairs.images)
+        for label, files in enumerate(self.heldout_identities.values()):
+            paths += files
+            labels += [label] * len(files)
+            sources += [SOURCE_HELDOUT] * len(files)
+        return FaceImages(paths, labels, face_eval_transform(self.resolution), sources=sources)
+
+    def predict_transform(self) -> v2.Compose:
+        return face_eval_transform(self.resolution)
+
+    def train_sampler(self, dataset: Dataset) -> PKSampler:
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        assert isinstance(dataset, FaceImages)
+        return PKSampler(
+            dataset.labels,
+            identities_per_batch=self.batch_size // self.images_per_identity,
+            images_per_identity=self.images_per_identity,
+            num_replicas=replicas,
+            rank=rank,
+        )
+
+
+def batch_teacher(batch: dict[str, Any]) -> Tensor | None:
+    """The batch's teacher embeddings, or None when the data has none."""
+    teacher = batch.get("teacher")
+    return teacher if isinstance(teacher, Tensor) and teacher.numel() else None

@@ -1,0 +1,1 @@
+"""Face embeddings (Table 14): triplet loss and distillation, LFW verification, a faiss face index."""
