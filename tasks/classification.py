@@ -118,7 +118,7 @@ def main(args: list[str] | None = None) -> None:
         ImageFolderDataModule,
         task="classification",
         monitor="top1",
-        max_epochs=20,
+        default_steps=400,  # 20 epochs of the 640-image demo at batch 32
         links=CLASS_LINKS,
         args=args,
     )

@@ -29,11 +29,12 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
-from tasks.callbacks import MetricsJSON
+from tasks.callbacks import MetricsJSON, ValidationPlan
 from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
 from tasks.outputs import ensure_folder
 
 DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
+DEFAULT_SEED = 0
 
 
 class TaskCLI(LightningCLI):
@@ -63,6 +64,7 @@ class TaskCLI(LightningCLI):
         mode: str = "max",
         links: Sequence[tuple[str, str]] = (),
         callbacks: Sequence[Callback] = (),
+        default_steps: int = 1000,
         args: Sequence[str] | dict[str, Any] | None = None,
         run: bool = True,
         **kwargs: Any,
@@ -72,9 +74,11 @@ class TaskCLI(LightningCLI):
         self.mode = mode
         self.default_resolution = resolution
         self.links = tuple(links)
+        self.default_steps = default_steps
+        self.validation_plan = ValidationPlan()
         trainer_defaults = {
             "default_root_dir": f"runs/{task}",
-            "callbacks": [MetricsJSON(), TaskStamp(task), *callbacks],
+            "callbacks": [MetricsJSON(), TaskStamp(task), self.validation_plan, *callbacks],
             "log_every_n_steps": 10,
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
@@ -82,6 +86,8 @@ class TaskCLI(LightningCLI):
             model_class,
             datamodule_class,
             save_config_kwargs={"overwrite": True},
+            # Reproducible by default (Lightning's CLI draws a random seed); --seed_everything N changes it.
+            seed_everything_default=DEFAULT_SEED,
             auto_configure_optimizers=False,  # optimizers are the model's own --model.optimizer
             trainer_defaults=trainer_defaults,
             args=args,
@@ -153,6 +159,15 @@ class TaskCLI(LightningCLI):
         # Checkpoints live in one fixed folder per run root (not per logger version), so
         # ``--ckpt_path last`` finds the last checkpoint of the previous, interrupted run.
         root = ensure_folder(self._run_root(config), "run folder (--trainer.default_root_dir)")
+        trainer = config["trainer"]
+        # The run's length is whichever of max_time / max_steps / max_epochs the user gives; the
+        # task's default length applies only when none is given, counted in optimizer steps so
+        # that it fits a set of any size.
+        if trainer.get("max_epochs") is None and trainer.get("max_steps") in (None, -1) and not trainer.get("max_time"):
+            trainer["max_steps"] = self.default_steps
+        self.validation_plan.enabled = trainer.get("val_check_interval") is None and trainer.get(
+            "check_val_every_n_epoch"
+        ) in (None, 1)
         if config.get("checkpoint") is not None and config["checkpoint"].get("dirpath") is None:
             config["checkpoint"]["dirpath"] = str(root / "checkpoints")
 
@@ -179,15 +194,18 @@ def main(
     monitor: str,
     resolution: int = 224,
     mode: str = "max",
-    max_epochs: int | None = None,
+    default_steps: int = 1000,
     links: Sequence[tuple[str, str]] = (),
     callbacks: Sequence[Callback] = (),
     args: Sequence[str] | None = None,
+    max_epochs: int | None = None,
 ) -> None:
     """Run the task's CLI; bad input ends with one clear sentence and exit status 2.
 
-    ``max_epochs`` is the task's default run length when neither the command line nor a config
-    sets one (Lightning's own default, 1000 epochs, would also stretch the cosine schedule).
+    ``default_steps`` is the task's run length, in optimizer steps, when neither the command line
+    nor a config bounds the run (Lightning's own default, 1000 epochs, would also stretch the
+    cosine schedule). ``max_epochs`` (transitional, for tasks not yet converted) bounds it in
+    epochs instead.
     """
     try:
         TaskCLI(
@@ -200,6 +218,7 @@ def main(
             links=links,
             callbacks=callbacks,
             args=args,
+            default_steps=default_steps,
             trainer_defaults={"max_epochs": max_epochs} if max_epochs else {},
         )
     except (BadInputError, RuntimeError) as error:

@@ -26,7 +26,7 @@ def main(args: list[str] | None = None) -> None:
         StanfordDogsDataModule,
         task="fine_grained",
         monitor="top1",
-        max_epochs=20,
+        default_steps=200,  # 20 epochs of the 320-image demo at batch 32
         links=CLASS_LINKS,
         args=args,
     )

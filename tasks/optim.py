@@ -6,7 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pytorch_lightning import LightningModule
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.callbacks import Timer
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler
@@ -37,23 +38,59 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return groups
 
 
-def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int) -> LRScheduler:
-    """Linear warm-up then cosine decay to zero, stepped every batch.
+def warmup_cosine(
+    optimizer: Optimizer,
+    total_steps: float,
+    warmup_steps: int,
+    time_fraction: Callable[[], float] | None = None,
+) -> LRScheduler:
+    """Linear warm-up then cosine decay to zero at the end of the run, stepped every batch.
 
     The default schedule of the tasks: it needs no tuning to the run's length, which is what a
     short run on a small custom dataset (or the built-in demo) needs. The paper's own ImageNet
     schedule (decay every two epochs) lives in ``configs/``.
+
+    Progress after the warm-up is the larger of the step fraction (when ``total_steps`` is
+    finite) and ``time_fraction()`` (the share of ``--trainer.max_time`` used): a run on a time
+    budget still ends annealed, which beats a truncated schedule (Li et al., "Budgeted
+    Training", ICLR 2020).
     """
-    total_steps = max(total_steps, 1)
-    warmup_steps = min(max(warmup_steps, 0), total_steps - 1)
+    finite = math.isfinite(total_steps)
+    if finite:
+        total_steps = max(int(total_steps), 1)
+        warmup_steps = min(max(warmup_steps, 0), total_steps - 1)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1) if finite else 0.0
+        if time_fraction is not None:
+            progress = max(progress, time_fraction())
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return LambdaLR(optimizer, factor)
+
+
+def steps_per_epoch(trainer: Trainer) -> int:
+    """Optimizer steps in one epoch of the real training loader."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        return 1
+    return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+
+
+def time_budget_fraction(trainer: Trainer) -> Callable[[], float] | None:
+    """A function returning the share of ``--trainer.max_time`` spent training; None without one."""
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)  # type: ignore[attr-defined]
+    if timer is None or timer.time_remaining("train") is None:
+        return None
+
+    def fraction() -> float:
+        elapsed = timer.time_elapsed("train")
+        remaining = timer.time_remaining("train") or 0.0
+        return elapsed / max(elapsed + remaining, 1e-9)
+
+    return fraction
 
 
 def configure_optimization(
@@ -66,18 +103,22 @@ def configure_optimization(
 ) -> Any:
     """``configure_optimizers`` of every task: parameter groups, warm-up, then the schedule.
 
-    With no ``scheduler_factory``: linear warm-up over ``warmup_epochs`` then cosine to zero,
-    stepped every batch. With one (a paper recipe from ``configs/``): a per-step linear warm-up
-    from 0.001 x lr, as torchvision's references do, chained in front of the given scheduler,
-    which steps every ``scheduler_interval``. LinearLR is chainable: it multiplies with the
-    other scheduler's factor instead of overriding it.
+    The run's length is whatever bounds it (``max_steps``, ``max_epochs``, ``max_time``);
+    the warm-up is ``warmup_epochs`` of the real loader's steps. With no ``scheduler_factory``:
+    linear warm-up then cosine to zero over the whole run (``warmup_cosine``), stepped every
+    batch. With one (a paper recipe from ``configs/``): a per-step linear warm-up from 0.001 x lr,
+    as torchvision's references do, chained in front of the given scheduler, which steps every
+    ``scheduler_interval``. LinearLR is chainable: it multiplies with the other scheduler's factor
+    instead of overriding it.
     """
     optimizer = optimizer_factory(param_groups(module, weight_decay))
     trainer = module.trainer
-    total = int(trainer.estimated_stepping_batches)
-    warmup_steps = int(warmup_epochs * total / max(trainer.max_epochs or 1, 1))
+    total = float(trainer.estimated_stepping_batches)  # inf for a run bounded only by time
+    warmup_steps = round(warmup_epochs * steps_per_epoch(trainer))
+    if math.isfinite(total):
+        warmup_steps = min(warmup_steps, int(total) - 1)
     if scheduler_factory is None:
-        scheduler = warmup_cosine(optimizer, total, warmup_steps)
+        scheduler = warmup_cosine(optimizer, total, warmup_steps, time_budget_fraction(trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
     schedulers = []
     if warmup_steps > 0:
