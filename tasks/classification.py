@@ -5,7 +5,7 @@
         --data.root /data/imagenet                                          # the paper's recipe
     python -m tasks.classification test --ckpt_path runs/classification/checkpoints/last.ckpt
 
-Logs ``top1`` and ``top5`` (DESIGN.md). The code defaults are a recipe that works on a small
+Logs ``top1`` and ``top5`` (the README's metric names). The code defaults are a recipe that works on a small
 custom set (AdamW, warm-up + cosine); the paper's ImageNet recipe (RMSprop,
 decay every two epochs) lives in ``configs/classification/imagenet.yaml``.
 """

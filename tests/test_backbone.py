@@ -8,7 +8,8 @@ import torch
 from backbone import BLOCKS, MobileNetV1, count_complexity, scaled_channels
 from backbone.errors import BadInputError
 
-# (width, resolution, full_conv, shallow) -> (paper M mult-adds, paper M params), PAPER.md.
+# (width, resolution, full_conv, shallow) -> (paper M mult-adds, paper M params): Tables 4-9 of
+# Howard et al. 2017 (arXiv:1704.04861), as the README lists them.
 PAPER_ROWS = [
     ((1.0, 224, False, False), (569, 4.2)),
     ((0.75, 224, False, False), (325, 2.6)),
@@ -35,7 +36,8 @@ def test_complexity_matches_paper(config: tuple[float, int, bool, bool], paper: 
 
 
 def test_plain_count_at_224_is_568_74m() -> None:
-    # PAPER.md: "A plain count with that convention gives 568.74M at alpha=1.0/224".
+    # Table 1 counted with the paper's convention (convolutions and FC only, no BN, activation or
+    # bias): 568.74M at alpha 1.0 / 224, printed as 569M in Table 8.
     assert round(count_complexity(MobileNetV1(), 224).mult_adds / 1e6, 2) == 568.74
 
 
