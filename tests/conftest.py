@@ -39,3 +39,13 @@ def tiny_dogs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dogs")
     write_dogs_demo(root, per_class_train=6, per_class_test=3, num_classes=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CelebA layout, 10 attributes, 16 train / 7 val / 5 test faces and 6 unlabelled ones (unlabelled/)."""
+    from datasets.demo_celeba import write_celeba_demo
+
+    root = tmp_path_factory.mktemp("celeba")
+    write_celeba_demo(root, sizes={"train": 16, "val": 7, "test": 5}, unlabelled=6, seed=11)
+    return root

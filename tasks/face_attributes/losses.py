@@ -1,0 +1,63 @@
+"""The distillation loss of Table 12: per-attribute binary cross-entropy to the teacher's probabilities.
+
+Each attribute is an independent yes/no (a sigmoid, not a softmax over attributes), so the
+student matches the teacher attribute by attribute: the binary cross-entropy between the
+teacher's probability and the student's, averaged over attributes and images. With a
+temperature T both sides are softened as sigmoid(logit / T) and the loss is scaled by T^2, which
+keeps its gradients the size of the T = 1 loss (Hinton et al., 2015, Section 2). It can be mixed
+with the hard labels of the labelled images (``hard_label_weight``); unlabelled images only ever
+contribute the teacher's term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Probabilities read from a file are clamped this far from 0 and 1 before taking their logit.
+PROBABILITY_EPS = 1e-6
+
+
+def soften(probs: Tensor, temperature: float) -> Tensor:
+    """Teacher probabilities at ``temperature``: sigmoid(logit(p) / T)."""
+    if temperature == 1.0:
+        return probs
+    return torch.sigmoid(torch.logit(probs, eps=PROBABILITY_EPS) / temperature)
+
+
+def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, temperature: float = 1.0) -> Tensor:
+    """Mean per-attribute BCE between the softened teacher and student, times T^2."""
+    target = soften(teacher_probs.float(), temperature)
+    loss = F.binary_cross_entropy_with_logits(student_logits.float() / temperature, target)
+    return loss * temperature**2
+
+
+def hard_label_loss(logits: Tensor, labels: Tensor, labelled: Tensor) -> Tensor:
+    """Mean per-attribute BCE to the 0/1 labels of the labelled images (0 if there are none)."""
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0  # keeps the graph (DDP expects every parameter to get a gradient)
+    return F.binary_cross_entropy_with_logits(logits[labelled].float(), labels[labelled].float())
+
+
+def emulation_cross_entropy(student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
+    """Per image, the cross-entropy to the teacher averaged over attributes (the paper's emulation
+    quality, Table 12's footnote), at temperature 1."""
+    per_attribute = F.binary_cross_entropy_with_logits(student_logits.float(), teacher_probs.float(), reduction="none")
+    return per_attribute.mean(dim=1)
+
+
+def attribute_loss(
+    logits: Tensor,
+    labels: Tensor,
+    labelled: Tensor,
+    teacher_probs: Tensor | None,
+    hard_label_weight: float = 0.0,
+    temperature: float = 1.0,
+) -> Tensor:
+    """The training loss: hard labels alone without a teacher, else (1 - w) * teacher + w * labels."""
+    hard = hard_label_loss(logits, labels, labelled)
+    if teacher_probs is None:
+        return hard
+    soft = distillation_loss(logits, teacher_probs, temperature)
+    return (1.0 - hard_label_weight) * soft + hard_label_weight * hard

@@ -1,0 +1,226 @@
+"""Face attributes by distillation (Table 12), as a LightningModule on the shared task base.
+
+    python -m tasks.face_attributes fit --backbone 0.5 --resolution 128         # supervised (a teacher)
+    python -m tasks.face_attributes predict --backbone 0.5 --resolution 128 --ckpt_path last  # attributes.csv
+    python -m tasks.face_attributes fit --backbone 0.25 --resolution 64 \
+        --data.teacher_outputs runs/face_attributes/lightning_logs/version_1/attributes.csv
+    python -m tasks.face_attributes fit --backbone 0.25 --resolution 64 --model.teacher TEACHER.ckpt \
+        --data.unlabelled_root FOLDER
+    python -m tasks.face_attributes test --data.root /data/celeba --ckpt_path last
+
+Three ways to train, in one module: on the hard labels (no teacher: how a teacher is made); from
+a teacher (``--model.teacher CKPT``, run frozen at its own resolution on the student's batches, or
+``--data.teacher_outputs FILE``, its ``predict`` output) with the per-attribute cross-entropy of
+``tasks.face_attributes.losses``, optionally mixed with the labels (``--model.hard_label_weight``);
+and, with a teacher, on extra unlabelled images (``--data.unlabelled_root``).
+
+Validation and test log ``mean_ap`` and ``ap/<attribute>`` over the whole split across ranks
+(``tasks.face_attributes.metrics``) and, when a teacher is given, ``emulation_ce``; the best
+checkpoint is picked by ``mean_ap``. ``predict`` writes ``attributes.csv`` (``writer.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from backbone.errors import BadInputError
+from backbone.mobilenet import Activation
+from tasks.base import TaskModule
+from tasks.face_attributes.losses import attribute_loss, emulation_cross_entropy, hard_label_loss
+from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
+from tasks.face_attributes.model import Teacher, build_attribute_net, load_teacher, resize_batch
+
+Batch = dict[str, Any]
+# The attribute names come from the data (list_attr_celeba.txt's second line).
+ATTRIBUTE_LINKS = (("data.attribute_names", "model.attribute_names"),)
+
+
+class FaceAttributesModule(TaskModule):
+    """MobileNetV1 with one sigmoid output per attribute, trained on labels or from a teacher.
+
+    Args (beyond ``TaskModule``'s: width, resolution, weight_decay, optimizer, schedule):
+        attribute_names: the attributes, in the data's order (linked from the data module).
+        teacher: a checkpoint of this task (any width and resolution) to distil from; it runs
+            frozen in eval mode on every batch, resized to its own resolution. Not saved in the
+            student's hyper-parameters: give it again to ``test`` for ``emulation_ce``.
+        hard_label_weight: w in (1 - w) * teacher loss + w * label loss; with no teacher the
+            labels are the whole loss.
+        temperature: softens teacher and student alike (the loss is scaled by T^2).
+        dropout: dropout before the attribute layer.
+        activation: ``relu6`` or ``relu``.
+        backbone_weights: a checkpoint of any task of this project, or a timm ``mobilenetv1_100``
+            state dict, to start the trunk from.
+    """
+
+    not_saved = (*TaskModule.not_saved, "teacher")
+
+    def __init__(
+        self,
+        attribute_names: list[str] | None = None,
+        teacher: str | None = None,
+        hard_label_weight: float = 0.0,
+        temperature: float = 1.0,
+        dropout: float = 0.001,
+        activation: Activation = "relu6",
+        backbone_weights: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("resolution", 128)
+        super().__init__(**kwargs)
+        if not attribute_names:
+            raise BadInputError("The face-attributes model needs attribute_names (the data module supplies them).")
+        if not 0.0 <= hard_label_weight <= 1.0:
+            raise BadInputError(f"--model.hard_label_weight must be in [0, 1]; got {hard_label_weight}.")
+        if temperature <= 0:
+            raise BadInputError(f"--model.temperature must be positive; got {temperature}.")
+        self.attribute_names = list(attribute_names)
+        width = self.hparams.width
+        self.model = build_attribute_net(width, len(attribute_names), dropout, activation, backbone_weights)
+        self.average_precision = AttributeAveragePrecision(len(attribute_names))
+        self.emulation = MeanMetric()
+        # A plain attribute, not a submodule (see Teacher): loaded now, so a wrong file fails first.
+        self.teacher: Teacher | None = load_teacher(teacher, attribute_names) if teacher else None
+        self._left_out_reported: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------
+    # setup: the data must match; a larger teacher gets the views at its resolution
+    # ----------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        if data is None:
+            return
+        if list(data.attribute_names) != self.attribute_names:
+            raise BadInputError(
+                f"The model predicts the attributes {self.attribute_names[:3]}... but the data has "
+                f"{list(data.attribute_names)[:3]}...; test and predict with data of the same attributes."
+            )
+        if self.teacher is not None and data.teacher_outputs is not None:
+            raise BadInputError("Give one teacher: --model.teacher or --data.teacher_outputs, not both.")
+        teacher_given = self.teacher is not None or data.teacher_outputs is not None
+        if stage == "fit" and data.unlabelled_root is not None and not teacher_given:
+            raise BadInputError(
+                f"The unlabelled images of {str(data.unlabelled_root)!r} have no labels; they need a teacher "
+                "(--model.teacher CKPT or --data.teacher_outputs FILE)."
+            )
+        if self.teacher is not None:
+            # Both networks then see the same augmented crop, each at its own resolution.
+            data.use_view_resolution(max(self.hparams.resolution, self.teacher.resolution))
+
+    # ----------------------------------------------------------------------------------------
+    # forward / training
+    # ----------------------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        """Attribute logits for normalised images (resized to this model's resolution)."""
+        return self.model(resize_batch(images, self.hparams.resolution))
+
+    def teacher_probs(self, batch: Batch) -> Tensor | None:
+        """The teacher's probabilities for the batch: from ``--model.teacher`` or the outputs file."""
+        if self.teacher is not None:
+            return torch.sigmoid(self.teacher.logits(batch["image"]))
+        return batch.get("teacher")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits = self(batch["image"])
+        loss = attribute_loss(
+            logits,
+            batch["labels"],
+            batch["labelled"],
+            self.teacher_probs(batch),
+            self.hparams.hard_label_weight,
+            self.hparams.temperature,
+        )
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    # ----------------------------------------------------------------------------------------
+    # evaluation: mean AP over the whole split, across ranks
+    # ----------------------------------------------------------------------------------------
+    def _eval_step(self, batch: Batch) -> None:
+        logits = self(batch["image"])
+        labels = batch["labels"]
+        self.average_precision.update(torch.sigmoid(logits.float()), labels.long())
+        self.log("loss", hard_label_loss(logits, labels, batch["labelled"]), sync_dist=True, batch_size=len(logits))
+        teacher = self.teacher_probs(batch)
+        if teacher is not None:
+            self.emulation.update(emulation_cross_entropy(logits, teacher))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _has_teacher(self, split: str) -> bool:
+        """Whether ``split`` is scored against a teacher: the same answer on every rank."""
+        if self.teacher is not None:
+            return True
+        dataset = self.trainer.datamodule.dataset(split)
+        return getattr(dataset, "teacher", None) is not None
+
+    def _log_split(self, split: str) -> None:
+        # compute() gathers every rank's scores and labels first: every rank logs the same
+        # whole-split numbers, so no sync_dist (and ModelCheckpoint sees the true mean_ap).
+        ap, positives = self.average_precision.compute()
+        self.average_precision.reset()
+        scored, mean, left_out = summarise(ap, positives, self.attribute_names)
+        new = [name for name in left_out if name not in self._left_out_reported]
+        if new:
+            self._left_out_reported.update(new)
+            rank_zero_warn(
+                f"mean_ap leaves out {len(new)} attribute(s) with no positive example in the {split} split: "
+                f"{', '.join(repr(n) for n in new)} (no ap/<attribute> is logged for them)."
+            )
+        for name, value in scored.items():
+            self.log(f"ap/{name}", value, sync_dist=False, rank_zero_only=False)
+        self.log("mean_ap", mean, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        if self._has_teacher(split):
+            self.log("emulation_ce", self.emulation.compute(), sync_dist=False, rank_zero_only=False)
+        self.emulation.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    # ----------------------------------------------------------------------------------------
+    # predict: one record per image for tasks.face_attributes.writer.AttributesWriter
+    # ----------------------------------------------------------------------------------------
+    def predict_records(self, batch: Batch | tuple[Tensor, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        if isinstance(batch, dict):
+            images, names, indices = batch["image"], batch["name"], batch["index"].tolist()
+        else:  # --data.predict_dir: (images, per-image info) from collate_with_info
+            images, infos = batch
+            names, indices = [i["name"] for i in infos], [i["index"] for i in infos]
+        probs = torch.sigmoid(self(images).float()).cpu().numpy()
+        return [{"name": n, "index": i, "probs": p} for n, i, p in zip(names, indices, probs, strict=True)]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m tasks.face_attributes``."""
+    from datasets.celeba import CelebADataModule
+    from tasks.cli import main as cli_main
+    from tasks.face_attributes.writer import AttributesWriter
+
+    cli_main(
+        FaceAttributesModule,
+        CelebADataModule,
+        task="face_attributes",
+        monitor="mean_ap",
+        resolution=128,
+        max_epochs=15,
+        links=ATTRIBUTE_LINKS,
+        callbacks=[AttributesWriter()],
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    from tasks.face_attributes.module import main as package_main
+
+    package_main()

@@ -1,0 +1,147 @@
+"""The face-attributes task end to end: supervised fit/test/predict, the teacher -> student flow,
+bad input, and a 2-process DDP run scored like a 1-process one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.attribute_files import ATTRIBUTE_FILE, read_attributes_csv
+from tasks.face_attributes import module as face_attributes
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def fast_args(root: Path, runs: Path, *extra: str, width: str = "0.25", resolution: str = "32") -> list[str]:
+    return [
+        "--data.root", str(root), "--backbone", width, "--resolution", resolution,
+        "--data.batch_size", "4", "--data.num_workers", "0",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.default_root_dir", str(runs), *extra,
+    ]  # fmt: skip
+
+
+def newest_log_dir(runs: Path) -> Path:
+    return max(runs.glob("lightning_logs/version_*"), key=lambda p: p.stat().st_mtime)
+
+
+def metrics(runs: Path) -> dict[str, float]:
+    return json.loads((newest_log_dir(runs) / "metrics.json").read_text())["metrics"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_celeba: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A supervised 0.5-48 'teacher' fitted for 2 epochs: its run folder."""
+    runs = tmp_path_factory.mktemp("teacher")
+    args = fast_args(tiny_celeba, runs, "--trainer.max_epochs", "2", width="0.5", resolution="48")
+    face_attributes.main(["fit", *args])
+    return runs
+
+
+def test_supervised_fit_test_predict(teacher: Path, tiny_celeba: Path) -> None:
+    fitted = metrics(teacher)
+    names = [f"ap/{n}" for n in read_names(tiny_celeba)]
+    scored = [n for n in names if n in fitted]
+    # Exactly the attributes with a positive among the 7 val images (000017-000023) are scored.
+    rows = [line.split() for line in (tiny_celeba / ATTRIBUTE_FILE).read_text().splitlines()[2:]]
+    val = np.array([[v == "1" for v in r[1:]] for r in rows if "000017.jpg" <= r[0] <= "000023.jpg"])
+    assert scored == [n for n, positive in zip(names, val.any(0), strict=True) if positive] and len(scored) < 10
+    assert "mean_ap" in fitted and "emulation_ce" not in fitted
+    assert fitted["mean_ap"] == pytest.approx(np.mean([fitted[n] for n in scored]), abs=1e-6)
+    assert (teacher / "checkpoints" / "last.ckpt").is_file()
+
+    common = fast_args(tiny_celeba, teacher, "--ckpt_path", "last", width="0.5", resolution="48")
+    face_attributes.main(["validate", *common])
+    assert metrics(teacher)["mean_ap"] == pytest.approx(fitted["mean_ap"], abs=1e-6)  # same weights, same images
+
+    face_attributes.main(["predict", *common])
+    path = newest_log_dir(teacher) / "attributes.csv"
+    with path.open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["image", *(n[3:] for n in names)]
+    assert [r[0] for r in rows[1:]] == [f"{i:06d}.jpg" for i in range(1, 29)]  # every partition, in order
+    probs = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    assert probs.min() >= 0 and probs.max() <= 1 and probs.std() > 0
+
+
+def test_predict_a_folder_names_images_by_relative_path(teacher: Path, tiny_celeba: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos" / "day1"
+    folder.mkdir(parents=True)
+    for name in ("000001.jpg", "000002.jpg"):
+        (folder / name).write_bytes((tiny_celeba / "img_align_celeba" / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    args = fast_args(tiny_celeba, teacher, "--ckpt_path", "last", "--data.predict_dir", str(tmp_path / "photos"),
+                     width="0.5", resolution="48")  # fmt: skip
+    face_attributes.main(["predict", *args])
+    table = read_attributes_csv(newest_log_dir(teacher) / "attributes.csv", read_names(tiny_celeba))
+    assert sorted(table) == ["day1/000001.jpg", "day1/000002.jpg"]  # the unreadable one skipped
+
+
+def read_names(root: Path) -> list[str]:
+    return (root / ATTRIBUTE_FILE).read_text().splitlines()[1].split()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model.hard_label_weight", "1.5"], r"hard_label_weight must be in \[0, 1\]; got 1.5"),
+        (["--data.unlabelled_root", "/no/such/dir"], r"unlabelled image folder '/no/such/dir' does not exist"),
+        (["--data.teacher_outputs", "/no/t.csv"], r"teacher outputs file '/no/t.csv' does not exist"),
+        (["--model.teacher", "/no/t.ckpt"], r"teacher checkpoint '/no/t.ckpt' does not exist"),
+    ],
+)
+def test_bad_input_is_one_sentence(
+    extra: list[str], message: str, tiny_celeba: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        face_attributes.main(["fit", *fast_args(tiny_celeba, tmp_path, *extra)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert re.search(message, err[0]), err[0]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unlabelled_images_need_a_teacher(
+    tiny_celeba: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = fast_args(tiny_celeba, tmp_path, "--data.unlabelled_root", str(tiny_celeba / "unlabelled"))
+    with pytest.raises(SystemExit):
+        face_attributes.main(["fit", *args])
+    assert "have no labels; they need a teacher (--model.teacher CKPT or --data.teacher_outputs FILE)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_checkpoint_of_another_task_is_refused_as_teacher(
+    tiny_celeba: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "detector.ckpt"
+    hparams = {"_class_path": "tasks.detection.module.DetectionModule", "num_classes": 5, "width": 0.25}
+    torch.save({"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": hparams}, ckpt)
+    with pytest.raises(SystemExit):
+        face_attributes.main(["fit", *fast_args(tiny_celeba, tmp_path / "runs", "--model.teacher", str(ckpt))])
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: The teacher checkpoint '{ckpt}' holds a tasks.detection.module.DetectionModule model, "
+        "not a face-attributes model; give a checkpoint written by 'python -m tasks.face_attributes fit'."
+    )
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tasks.face_attributes", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
