@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -81,25 +82,12 @@ class ImageListDataset(Dataset[tuple[Tensor, int]]):
 class ImageListDataModule(TaskDataModule):
     """Base of the classification layouts: subclasses give ``read_classes`` and the samples.
 
-    Args:
-        root: the dataset folder in its public layout; None uses the built-in demo set.
-        resolution: the input size (linked from ``--resolution``).
-        batch_size: images per batch and per process.
-        num_workers: DataLoader worker processes.
-        predict_dir: a folder of images for ``predict``; default the evaluation split.
+    Args (beyond ``TaskDataModule``'s: root, resolution, batch_size, num_workers, predict_dir):
         min_scale: smallest area fraction of the random-resized crop.
     """
 
-    def __init__(
-        self,
-        root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        predict_dir: str | None = None,
-        min_scale: float = 0.5,
-    ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+    def __init__(self, root: str | None = None, min_scale: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
         self.min_scale = min_scale
         self.class_names: list[str] = self.read_classes()
         if len(self.class_names) < 2:

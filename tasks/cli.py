@@ -190,36 +190,23 @@ def main(
     model_class: type[LightningModule],
     datamodule_class: type[LightningDataModule],
     *,
-    task: str,
-    monitor: str,
-    resolution: int = 224,
-    mode: str = "max",
-    default_steps: int = 1000,
-    links: Sequence[tuple[str, str]] = (),
-    callbacks: Sequence[Callback] = (),
     args: Sequence[str] | None = None,
     max_epochs: int | None = None,
+    **options: Any,
 ) -> None:
-    """Run the task's CLI; bad input ends with one clear sentence and exit status 2.
+    """Run the task's ``TaskCLI`` (``options``: task, monitor, resolution, links, callbacks,
+    default_steps ...); bad input ends with one clear sentence and exit status 2.
 
-    ``default_steps`` is the task's run length, in optimizer steps, when neither the command line
-    nor a config bounds the run (Lightning's own default, 1000 epochs, would also stretch the
-    cosine schedule). ``max_epochs`` (transitional, for tasks not yet converted) bounds it in
-    epochs instead.
+    ``max_epochs`` (transitional, for tasks not yet converted to ``default_steps``) bounds the
+    default run in epochs instead of steps.
     """
     try:
         TaskCLI(
             model_class,
             datamodule_class,
-            task=task,
-            monitor=monitor,
-            resolution=resolution,
-            mode=mode,
-            links=links,
-            callbacks=callbacks,
             args=args,
-            default_steps=default_steps,
             trainer_defaults={"max_epochs": max_epochs} if max_epochs else {},
+            **options,
         )
     except (BadInputError, RuntimeError) as error:
         # DataLoader workers re-raise a worker's BadInputError under its own type only when it
