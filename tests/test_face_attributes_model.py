@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from backbone import count_complexity
-from tasks.face_attributes.losses import attribute_loss, distillation_loss, emulation_cross_entropy
+from tasks.face_attributes.losses import attribute_loss, distillation_loss, per_image_cross_entropy
 from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
 from tasks.face_attributes.model import build_attribute_net
 
@@ -62,7 +62,7 @@ def test_distillation_loss_is_the_per_attribute_cross_entropy(temperature: float
     expected = _bce(_sigmoid(teacher_logits / temperature), _sigmoid(student / temperature)).mean() * temperature**2
     got = distillation_loss(torch.tensor(student), torch.tensor(_sigmoid(teacher_logits)), temperature)
     assert float(got) == pytest.approx(expected, rel=1e-4)
-    per_image = emulation_cross_entropy(torch.tensor(student), torch.tensor(_sigmoid(teacher_logits)))
+    per_image = per_image_cross_entropy(torch.tensor(student), torch.tensor(_sigmoid(teacher_logits)))
     np.testing.assert_allclose(per_image.numpy(), _bce(_sigmoid(teacher_logits), _sigmoid(student)).mean(1), rtol=1e-5)
 
 

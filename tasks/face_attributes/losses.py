@@ -40,10 +40,11 @@ def hard_label_loss(logits: Tensor, labels: Tensor, labelled: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits[labelled].float(), labels[labelled].float())
 
 
-def emulation_cross_entropy(student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
-    """Per image, the cross-entropy to the teacher averaged over attributes (the paper's emulation
-    quality, Table 12's footnote), at temperature 1."""
-    per_attribute = F.binary_cross_entropy_with_logits(student_logits.float(), teacher_probs.float(), reduction="none")
+def per_image_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per image, the binary cross-entropy to ``targets`` (labels, or a teacher's probabilities)
+    averaged over attributes. Averaged over images against the teacher, this is the paper's
+    emulation quality (Table 12's footnote): ``emulation_ce``."""
+    per_attribute = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
     return per_attribute.mean(dim=1)
 
 

@@ -31,7 +31,7 @@ from torchmetrics import MeanMetric
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
 from tasks.base import TaskModule
-from tasks.face_attributes.losses import attribute_loss, emulation_cross_entropy, hard_label_loss
+from tasks.face_attributes.losses import attribute_loss, per_image_cross_entropy
 from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
 from tasks.face_attributes.model import Teacher, build_attribute_net, load_teacher, resize_batch
 
@@ -82,6 +82,8 @@ class FaceAttributesModule(TaskModule):
         width = self.hparams.width
         self.model = build_attribute_net(width, len(attribute_names), dropout, activation, backbone_weights)
         self.average_precision = AttributeAveragePrecision(len(attribute_names))
+        # Per-image means summed and counted over every rank: exact whole-split averages under DDP.
+        self.eval_loss = MeanMetric()
         self.emulation = MeanMetric()
         # A plain attribute, not a submodule (see Teacher): loaded now, so a wrong file fails first.
         self.teacher: Teacher | None = load_teacher(teacher, attribute_names) if teacher else None
@@ -144,10 +146,10 @@ class FaceAttributesModule(TaskModule):
         logits = self(batch["image"])
         labels = batch["labels"]
         self.average_precision.update(torch.sigmoid(logits.float()), labels.long())
-        self.log("loss", hard_label_loss(logits, labels, batch["labelled"]), sync_dist=True, batch_size=len(logits))
+        self.eval_loss.update(per_image_cross_entropy(logits, labels))
         teacher = self.teacher_probs(batch)
         if teacher is not None:
-            self.emulation.update(emulation_cross_entropy(logits, teacher))
+            self.emulation.update(per_image_cross_entropy(logits, teacher))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -178,6 +180,8 @@ class FaceAttributesModule(TaskModule):
         for name, value in scored.items():
             self.log(f"ap/{name}", value, sync_dist=False, rank_zero_only=False)
         self.log("mean_ap", mean, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("loss", self.eval_loss.compute(), sync_dist=False, rank_zero_only=False)
+        self.eval_loss.reset()
         if self._has_teacher(split):
             self.log("emulation_ce", self.emulation.compute(), sync_dist=False, rank_zero_only=False)
         self.emulation.reset()
