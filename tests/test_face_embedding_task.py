@@ -1,0 +1,127 @@
+"""``python -m tasks.face_embedding`` end to end: fit, test, predict, distillation, held-out only, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets.demo_faces import write_identities, write_lfw
+from tasks.face_embedding.module import main
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = {"lfw_accuracy", "lfw_accuracy_std", "val_at_far_1e-3", "tar_at_far_1e-4"}
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """8 training identities x 4 photos (2 held out) and a 10-set LFW of 2 + 2 pairs per set (40 px)."""
+    ids, lfw = tmp_path_factory.mktemp("ids"), tmp_path_factory.mktemp("lfw")
+    write_identities(ids, identities=10, photos=4, seed=1, size=40)
+    write_lfw(lfw, sets=10, pairs_per_set=2, people_per_set=3, photos=2, size=40)
+    return ids, lfw
+
+
+def fast_args(ids: Path, runs: Path, *extra: str) -> list[str]:
+    return [
+        "--data.root", str(ids), "--backbone", "0.25", "--resolution", "32",
+        "--data.batch_size", "8", "--data.images_per_identity", "2", "--data.num_workers", "0",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(runs), *extra,
+    ]  # fmt: skip
+
+
+def read_metrics(runs: Path) -> dict:
+    newest = max(runs.glob("lightning_logs/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(newest.read_text())
+
+
+def test_fit_test_predict(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    ids, lfw = faces
+    runs = tmp_path / "runs"
+    main(["fit", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "2")])
+    fitted = read_metrics(runs)
+    assert set(fitted["metrics"]) >= METRICS and fitted["global_step"] == 8  # 32 training images / 8, 2 epochs
+    assert 0 <= fitted["metrics"]["lfw_accuracy"] <= 1 and len(list((runs / "checkpoints").glob("best-*"))) == 1
+
+    main(
+        ["test", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--ckpt_path", "last", "--model.roc_curve", "true")]
+    )
+    tested = read_metrics(runs)
+    assert tested["stage"] == "test"
+    for name in METRICS:  # the same weights on the same images as the last validation
+        assert tested["metrics"][name] == pytest.approx(fitted["metrics"][name], abs=1e-6), name
+    assert (Path(max(runs.glob("lightning_logs/version_*"), key=lambda p: p.stat().st_mtime)) / "roc.png").is_file()
+
+    main(["predict", *fast_args(ids, runs, "--ckpt_path", "last", "--data.predict_dir", str(lfw))])
+    folder = max(runs.glob("lightning_logs/version_*"), key=lambda p: p.stat().st_mtime)
+    embeddings = np.load(folder / "embeddings.npy")
+    paths = (folder / "paths.txt").read_text().splitlines()
+    assert embeddings.dtype == np.float32 and embeddings.shape == (60, 128) == (len(paths), 128)
+    assert paths == sorted(str(p) for p in lfw.rglob("*.jpg"))
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_distillation_from_a_checkpoint_and_from_a_file(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    ids, lfw = faces
+    teacher_runs = tmp_path / "teacher"
+    main(["fit", *fast_args(ids, teacher_runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1")])
+    ckpt = teacher_runs / "checkpoints" / "last.ckpt"
+    # the paper's way: the student only regresses the teacher's embeddings (a teacher at another resolution)
+    student = tmp_path / "student"
+    distill = ["--model.teacher", str(ckpt), "--model.triplet_weight", "0", "--resolution", "48"]
+    main(["fit", *fast_args(ids, student, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1", *distill)])
+    logged = (next(student.glob("lightning_logs/version_*")) / "metrics.csv").read_text().splitlines()[0]
+    assert "train_distill" in logged and "train_triplet" not in logged
+    # precomputed: the teacher's own predict output over the identity folders
+    main(["predict", *fast_args(ids, teacher_runs, "--ckpt_path", str(ckpt), "--data.predict_dir", str(ids))])
+    npy = max(teacher_runs.glob("lightning_logs/version_*/embeddings.npy"), key=lambda p: p.stat().st_mtime)
+    mixed = tmp_path / "mixed"
+    args = ["--data.teacher_embeddings", str(npy), "--model.distillation_weight", "0.5", "--trainer.max_epochs", "1"]
+    main(["fit", *fast_args(ids, mixed, "--data.lfw_root", str(lfw), *args)])
+    logged = (next(mixed.glob("lightning_logs/version_*")) / "metrics.csv").read_text().splitlines()[0]
+    assert "train_distill" in logged and "train_triplet" in logged
+
+
+def test_without_lfw_validates_on_heldout_identities(
+    faces: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids, _ = faces
+    runs = tmp_path / "runs"
+    main(["fit", *fast_args(ids, runs, "--trainer.max_epochs", "1")])
+    assert "validating on the held-out identities only" in capsys.readouterr().out
+    metrics = read_metrics(runs)["metrics"]
+    assert "tar_at_far_1e-4" in metrics and "lfw_accuracy" not in metrics
+    assert len(list((runs / "checkpoints").glob("best-*"))) == 1  # picked by tar_at_far_1e-4
+
+
+def test_bad_lfw_root_is_one_sentence(faces: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    ids, _ = faces
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *fast_args(ids, tmp_path, "--data.lfw_root", str(ids))])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pairs.txt' does not exist" in err[0]
+
+
+def test_ddp_two_processes_give_the_same_metrics(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    """2-process CPU DDP (gloo) test of one checkpoint == 1-process test: embeddings gathered, each image once."""
+    ids, lfw = faces
+    runs = tmp_path / "runs"
+    main(["fit", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1")])
+    results = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for devices, strategy in (("1", "auto"), ("2", "ddp")):
+        out = tmp_path / f"test{devices}"
+        args = fast_args(ids, out, "--data.lfw_root", str(lfw), "--ckpt_path", str(runs / "checkpoints" / "last.ckpt"))
+        args += ["--data.batch_size", "4", "--trainer.devices", devices, "--trainer.strategy", strategy]
+        command = [sys.executable, "-m", "tasks.face_embedding", "test", *args]
+        subprocess.run(command, env=env, check=True, timeout=300, capture_output=True)
+        results[devices] = read_metrics(out)["metrics"]
+    for name in METRICS:
+        assert results["2"][name] == pytest.approx(results["1"][name], abs=1e-6), name
