@@ -1,0 +1,166 @@
+"""The face index section: faiss index kinds on 1M synthetic faces, and the embedder's throughput.
+
+For each index kind of ``tasks.face_embedding.index`` (flat, HNSW, IVF-PQ) on the same synthetic
+gallery: build time (IVF-PQ's training included), queries per second (a batch of queries, as
+``index search`` sends them) and recall@1 against exact search (the flat index's answers, computed
+in the same run), plus bytes per face. The gallery imitates a face set: ``identities`` centres on
+the 128-d unit sphere with ``faces_per_identity`` noisy, re-normalised photos each; queries are new
+photos of gallery identities. Then the embedding network's images/s at the trained resolution
+(eager and BN-folded + channels_last), what ``index build`` spends per gallery image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+from backbone.inference import prepare_for_inference
+from benchmarks.common import (
+    Option,
+    Section,
+    calibrate_batchnorm,
+    fmt,
+    markdown_table,
+    print_heading,
+    progress,
+    register,
+    time_call,
+)
+from tasks.face_embedding.index import FaceIndex, index_params
+from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
+
+NOISE = 0.35  # per-photo spread around the identity centre (a same-person cosine of about 0.9)
+FACES_PER_IDENTITY = 10
+KIND_NAMES = {"flat": "IndexFlatIP (exact)", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexIVFPQ"}
+
+
+def synthetic_faces(count: int, queries: int, d: int = EMBEDDING_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` clustered unit vectors (identities x photos) and ``queries`` new photos of them."""
+    rng = np.random.default_rng(seed)
+    identities = max(1, count // FACES_PER_IDENTITY)
+    centres = rng.standard_normal((identities, d), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def photos(owners: np.ndarray) -> np.ndarray:
+        x = centres[owners] + rng.standard_normal((len(owners), d), dtype=np.float32) * (NOISE / np.sqrt(d))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    gallery = np.concatenate(
+        [photos(np.arange(s, min(s + 100_000, count)) % identities) for s in range(0, count, 100_000)]
+    )
+    return gallery, photos(rng.integers(0, identities, queries))
+
+
+def measure_kind(kind: str, gallery: np.ndarray, queries: np.ndarray, exact: np.ndarray | None) -> dict[str, Any]:
+    """Build time, bytes per face, queries/s and recall@1 (vs ``exact``) of one index kind."""
+    model = {"embedding_size": gallery.shape[1], "checkpoint": "synthetic", "sha256": "", "resolution": 0}
+    start = time.perf_counter()
+    face_index = FaceIndex.create(kind, model, gallery, index_params(kind, len(gallery)))
+    ids = np.arange(len(gallery), dtype=np.int64)
+    face_index.index.add_with_ids(gallery, ids)
+    build_s = time.perf_counter() - start
+    memory = faiss.serialize_index(face_index.index).nbytes
+    search = time_call(lambda: face_index.search(queries, 1), warmup=1, min_repeats=1, max_repeats=3, budget_s=0)
+    _, found = face_index.search(queries, 1)
+    recall = float(np.mean(found[:, 0] == exact)) if exact is not None else 1.0
+    return {
+        "kind": kind,
+        "faces": len(gallery),
+        "params": face_index.meta["params"],
+        "build_s": build_s,
+        "bytes_per_face": memory / len(gallery),
+        "queries_per_s": len(queries) / search.median,
+        "recall_at_1": recall,
+        "found": found[:, 0],
+    }
+
+
+def measure_indexes(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every kind on the same gallery; flat first, its answers are the exact ones."""
+    progress(f"  generating {args.index_faces:,} synthetic faces and {args.index_queries} queries")
+    gallery, queries = synthetic_faces(args.index_faces, args.index_queries)
+    rows: list[dict[str, Any]] = []
+    exact = None
+    for kind in ("flat", "hnsw", "ivfpq"):
+        row = measure_kind(kind, gallery, queries, exact)
+        exact = row.pop("found") if exact is None else exact
+        row.pop("found", None)
+        rows.append(row)
+        progress(
+            f"  {kind:>6}: build {row['build_s']:7.1f} s, {row['queries_per_s']:9.0f} queries/s, "
+            f"recall@1 {row['recall_at_1']:.3f}, {row['bytes_per_face']:.0f} B/face"
+        )
+    return rows
+
+
+def measure_embedding(width: float, resolution: int, batch: int, budget: float) -> dict[str, Any]:
+    """Images/s of the face embedder, eager and BN-folded + channels_last (random weights, calibrated BN)."""
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(FaceEmbedder(width), [torch.rand(max(batch, 2), 3, resolution, resolution)])
+    images = torch.rand(batch, 3, resolution, resolution)
+    result: dict[str, Any] = {"width": width, "resolution": resolution, "batch": batch}
+    for name, net, x in (
+        ("eager", model, images),
+        ("optimised", prepare_for_inference(model), images.contiguous(memory_format=torch.channels_last)),
+    ):
+        with torch.inference_mode():
+            timing = time_call(lambda net=net, x=x: net(x), budget_s=budget)
+        result[f"{name}_images_per_s"] = batch / timing.median
+    return result
+
+
+def print_results(rows: list[dict[str, Any]], embedding: dict[str, Any], threads: int) -> None:
+    print_heading(f"Face index: {rows[0]['faces']:,} synthetic 128-d faces, {threads} threads")
+    table = [
+        [
+            KIND_NAMES[r["kind"]],
+            ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size") or "–",
+            fmt(r["build_s"], ".1f"),
+            fmt(r["bytes_per_face"], ".0f"),
+            fmt(r["queries_per_s"], ",.0f"),
+            fmt(r["recall_at_1"], ".3f"),
+        ]
+        for r in rows
+    ]
+    print(markdown_table(["index", "parameters", "build s", "bytes/face", "queries/s", "recall@1 vs exact"], table))
+    print_heading(f"Face embedder {embedding['width']:g}-{embedding['resolution']}, batch {embedding['batch']}", 4)
+    print(
+        markdown_table(
+            ["mode", "images/s"],
+            [
+                ["eager", fmt(embedding["eager_images_per_s"], ".1f")],
+                ["BN folded + channels_last", fmt(embedding["optimised_images_per_s"], ".1f")],
+            ],
+        )
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the index kinds and the embedder; print; return the JSON."""
+    threads = torch.get_num_threads()
+    faiss.omp_set_num_threads(threads)
+    progress(f"faiss {faiss.__version__}, {threads} threads, face_index section")
+    rows = measure_indexes(args)
+    embedding = measure_embedding(args.face_width, args.face_resolution, args.face_batch, args.budget)
+    print_results(rows, embedding, threads)
+    return {"threads": threads, "faiss": faiss.__version__, "indexes": rows, "embedding": embedding}
+
+
+SECTION = register(
+    Section(
+        "face_index",
+        run,
+        options=(
+            Option("--index-faces", 1_000_000, quick=20_000, type=int, help="synthetic gallery faces"),
+            Option("--index-queries", 1000, quick=200, type=int, help="query faces"),
+            Option("--face-width", 1.0, quick=0.25, type=float, help="α of the embedder timed"),
+            Option("--face-resolution", 128, quick=32, type=int, help="its (trained) resolution"),
+            Option("--face-batch", 32, quick=2, type=int, help="images per embedding batch"),
+        ),
+    )
+)
