@@ -19,6 +19,8 @@ from backbone.errors import BadInputError
 from backbone.mobilenet import MobileNetV1
 
 _STEM_KEY = "stem.0.weight"
+# A block of the network held outside the trunk's prefix (Faster R-CNN's box head runs conv12-13).
+_SPLIT_BLOCK = re.compile(r"(?:^|\.)(blocks\.conv\d+\..+)$")
 _TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(.+)$")
 _TIMM_PARTS = {"conv_dw": "depthwise.0", "bn1": "depthwise.1", "conv_pw": "pointwise.0", "bn2": "pointwise.1"}
 
@@ -63,7 +65,9 @@ def extract_backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
     A Lightning checkpoint of any task keeps its backbone under some prefix (``backbone.``,
     ``model.backbone.body.`` ...): the prefix is found from the stem's key, so every task's
-    checkpoint works without a table of task-specific prefixes.
+    checkpoint works without a table of task-specific prefixes. A network split across modules
+    (Faster R-CNN runs conv12-conv13 as its box head, under another prefix) is put back together:
+    a ``...blocks.convN.*`` key outside the prefix fills that block when the prefix lacks it.
     """
     if is_timm_state_dict(state):
         return timm_to_mobilenet(state)
@@ -71,7 +75,12 @@ def extract_backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     if not prefixes:
         raise BadInputError("it holds no MobileNetV1 weights (no key ends in 'stem.0.weight')")
     prefix = prefixes[0]
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    out = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    for key, value in state.items():
+        split = _SPLIT_BLOCK.search(key)
+        if split and not key.startswith(prefix):
+            out.setdefault(split.group(1), value)
+    return out
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -118,7 +127,8 @@ def load_backbone_weights(
                 skipped.append(key)
                 del state[key]
     trunk = [k for k in own if not k.startswith("classifier.")]
-    missing = [k for k in trunk if k not in state]
+    # A frozen BatchNorm (a detector fine-tuned with --model.freeze_bn) keeps no batch count.
+    missing = [k for k in trunk if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
         raise BadInputError(
             f"Backbone weights in {str(path)!r} do not fit this MobileNetV1 "

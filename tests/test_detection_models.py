@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backbone.mobilenet import MobileNetV1
 from backbone.weights import extract_backbone_state
@@ -119,10 +120,58 @@ def test_backbone_weights_load(build: Builder, tmp_path: Path) -> None:
     model = build(0.25, num_classes=5, resolution=128, backbone_weights=str(path))
     body = model.backbone.body
     assert torch.equal(body.stem[0].weight, classifier.stem[0].weight)
-    last = classifier.blocks.conv13.pointwise[0].weight
-    assert torch.equal(body.blocks.conv13.pointwise[0].weight, last)
 
-    # The detector's own state dict gives the MobileNetV1 back under its normal key names.
+    # The detector's own state dict gives the whole MobileNetV1 back under its normal key names
+    # (Faster R-CNN's conv12-13 live in its box head), with every weight as loaded.
     trunk = MobileNetV1(0.25, num_classes=0)
     trunk.load_state_dict(extract_backbone_state(model.state_dict()))
-    assert torch.equal(trunk.blocks.conv11.pointwise[0].weight, classifier.blocks.conv11.pointwise[0].weight)
+    for key, value in trunk.state_dict().items():
+        assert torch.equal(value, classifier.state_dict()[key]), key
+
+
+def test_faster_rcnn_box_head_is_its_own_modules() -> None:
+    """conv12-13 are moved out of the trunk, not shared: each weight is held once, and the trunk's
+    feature_info ends at the stride-16 map it returns."""
+    model = build_faster_rcnn(0.25, num_classes=4, resolution=128).eval()
+    trunk, head = model.backbone, model.roi_heads.box_head
+    assert trunk.body.feature_info[-1].name == "conv11" and trunk.body.feature_info[-1].stride == 16
+    assert set(trunk.body.blocks) == {f"conv{n}" for n in range(1, 12)} and list(head.blocks) == ["conv12", "conv13"]
+    assert not {id(p) for p in trunk.parameters()} & {id(p) for p in head.parameters()}
+    keys = list(model.state_dict())
+    assert not [k for k in keys if ".conv12." in k and not k.startswith("roi_heads.box_head.")]
+    with torch.no_grad():
+        features = trunk(torch.rand(1, 3, 128, 128))
+        assert features["conv11"].shape[-1] == 128 // 16
+        # conv12 keeps its stride 2 (Table 1): a 14x14 crop leaves conv13 at 7x7.
+        crops = torch.rand(2, trunk.out_channels, 14, 14)
+        assert head.blocks.conv13(head.blocks.conv12(crops)).shape[-2:] == (7, 7)
+
+
+@pytest.mark.parametrize("build", [build_ssd300, build_faster_rcnn], ids=["ssd", "faster_rcnn"])
+def test_freeze_bn_keeps_the_loaded_statistics(build: Builder, tmp_path: Path) -> None:
+    """freeze_bn: the MobileNet's BatchNorms become FrozenBatchNorm2d with the loaded values, and a
+    training step changes neither them nor their statistics; SSD's new extra layers keep plain BN."""
+    classifier = MobileNetV1(0.25, num_classes=0)
+    for module in classifier.modules():
+        if isinstance(module, nn.BatchNorm2d):  # non-trivial statistics to carry over
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    path = tmp_path / "mobilenet.pt"
+    torch.save(classifier.state_dict(), path)
+    model = build(0.25, num_classes=4, resolution=128, backbone_weights=str(path), freeze_bn=True)
+    mobilenet = [model.backbone.body]
+    if hasattr(model, "roi_heads"):
+        mobilenet.append(model.roi_heads.box_head)
+    assert not any(isinstance(m, nn.BatchNorm2d) for part in mobilenet for m in part.modules())
+    frozen = [m for part in mobilenet for m in part.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(frozen) == 27  # the stem + 13 blocks x (depthwise, pointwise)
+    if hasattr(model, "head"):  # SSD: the extra layers train their BN
+        assert any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.extra.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    stem_bn = model.backbone.body.stem[1]
+    assert torch.equal(stem_bn.running_mean, classifier.stem[1].running_mean)
+    model.train()
+    sum(model([torch.rand(3, 128, 128), torch.rand(3, 128, 128)], _targets(2)).values()).backward()
+    for key, value in model.state_dict().items():
+        if key in before and (".body." in key or "box_head" in key):
+            assert torch.equal(value, before[key]), key

@@ -8,18 +8,22 @@ extractor, which the paper's numbers come from (Huang et al. 2017, "Speed/accura
   location (sizes 64, 128, 256, 512 x aspect ratios 1/2, 1, 2: TF's ``grid_anchor_generator``
   with base size 256 and scales 0.25..2);
 * 300 proposals per image at test time (``first_stage_max_proposals: 300``);
-* each proposal is cropped from conv11 to 14x14 (``initial_crop_size: 14``, here RoIAlign) and
-  max-pooled to 7x7 (``maxpool_kernel_size: 2``, ``maxpool_stride: 2``);
-* the box head is the rest of MobileNet, conv12 and conv13, run on each 7x7 crop with conv12's
-  stride set to 1, then average pooling and the class/box layers (``FastRCNNPredictor``).
+* each proposal is cropped from conv11 to 14x14 (``initial_crop_size: 14``, here RoIAlign);
+* the box head is the rest of MobileNet, conv12 and conv13, as its own modules: conv12 keeps its
+  stride 2 (Table 1), which takes the 14x14 crop to 7x7 (TF's feature extractors reach 7x7 with
+  a 2x2 max pool instead; pooling has no mult-adds, and conv12's output is 7x7 either way), then
+  average pooling and the class/box layers (``FastRCNNPredictor``). The trunk under the RPN ends
+  at conv11, so its ``feature_info`` (stride 16) describes what it returns, and every weight is
+  held once. Both parts start from the same MobileNetV1 (and its ``backbone_weights``).
 
 Mult-adds (Table 13: 25.2B at 300 px, 30.5B at 600 px, 6.1M parameters at alpha = 1): the box
-head on 300 proposals dominates. conv12 + conv13 on a 7x7 crop cost 77.8M mult-adds, so 300
-crops cost 23.3B at either resolution; trunk + RPN add ~1.7B at 300 px and ~6.9B at 600 px. This
-reproduces the paper's numbers only with conv12 at stride 1 on the 7x7 crop (its stride-2 form
-would leave a 4x4 map and ~7.5B for the box head), and only for a square 300x300 / 600x600 input,
-which is why the transform resizes every image to exactly that (the paper's rows name the input
-size; an aspect-preserving resize would make the cost depend on each image's shape).
+head on 300 proposals dominates. conv12 + conv13 with a 7x7 output cost 77.8M mult-adds per
+crop, so 300 crops cost 23.3B at either resolution; trunk + RPN add ~1.7B at 300 px and ~6.9B at
+600 px. This reproduces the paper's numbers only with conv12's output at 7x7 (conv12 at stride 2
+on a 7x7 crop would leave a 4x4 map and ~7.5B for the box head), and only for a square 300x300 /
+600x600 input, which is why the transform resizes every image to exactly that (the paper's rows
+name the input size; an aspect-preserving resize would make the cost depend on each image's
+shape).
 """
 
 from __future__ import annotations
@@ -36,51 +40,59 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD, MobileNetV1, check_resolution
 from backbone.weights import load_backbone_weights
+from tasks.detection.batchnorm import freeze_batchnorm
 
 # TF's grid_anchor_generator: base 256 x scales (0.25, 0.5, 1, 2), ratios (0.5, 1, 2).
 ANCHOR_SIZES: tuple[int, ...] = (64, 128, 256, 512)
 ANCHOR_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
 PROPOSALS = 300  # first_stage_max_proposals
-CROP_SIZE = 14  # initial_crop_size, max-pooled 2x2 to 7x7
+CROP_SIZE = 14  # initial_crop_size; conv12's stride 2 takes it to 7x7
 
 
 class MobileNetRPNTrunk(nn.Module):
-    """The trunk under the RPN: MobileNet up to conv11 (stride 16), as torchvision's ``backbone``.
+    """The trunk under the RPN: MobileNet's stem..conv11 (stride 16), as torchvision's ``backbone``.
 
-    The whole ``MobileNetV1`` is kept as ``body`` so that parameter names stay those of a
-    classification checkpoint (``body.stem.0.weight`` ...); only its layers up to the tap run here.
+    ``body`` is the MobileNetV1 cut after its stride-16 tap: the later blocks are *moved out*
+    (``split_off``) to the box head, so the trunk's ``feature_info`` ends at the stride it returns
+    and parameter names stay those of a classification checkpoint (``body.stem.0.weight`` ...),
+    which is what ``backbone.weights.extract_backbone_state`` looks for.
     """
 
     def __init__(self, body: MobileNetV1) -> None:
         super().__init__()
-        self.body = body
         self.tap = body.last_at_stride(16).name  # conv11 (conv6 in the shallow variant)
+        self.body = body
         self.out_channels = body.feature(self.tap).channels  # read by FasterRCNN for the RPN head
+
+    def split_off(self) -> nn.ModuleDict:
+        """Remove the blocks after the tap from ``body`` and return them (name -> module)."""
+        names = [info.name for info in self.body.feature_info]
+        after = names[names.index(self.tap) + 1 :]
+        moved = nn.ModuleDict({name: self.body.blocks.pop(name) for name in after})
+        self.body.feature_info = self.body.feature_info[: names.index(self.tap) + 1]
+        self.body.num_features = self.out_channels
+        return moved
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         return OrderedDict(self.body.forward_taps(x, [self.tap]))
 
 
 class MobileNetBoxHead(nn.Module):
-    """Per-region head: 2x2 max pool of the 14x14 crop, conv12..conv13 at stride 1, average pool.
+    """Per-region head: conv12..conv13 on the 14x14 crop (conv12's stride 2 -> 7x7), average pool.
 
-    ``blocks`` are the *same modules* as ``body.blocks.conv12`` / ``conv13`` of the trunk's
-    MobileNetV1 (shared, so their parameters are counted and trained once), which keeps the
-    MobileNetV1 complete under its own key names for weight import/export. Their first stride
-    is set to 1 because they now run on 7x7 crops, not on the 19x19 map (see the module doc).
+    ``blocks`` are MobileNet's own conv12/conv13, moved out of the trunk with their weights
+    (``MobileNetRPNTrunk.split_off``) and unchanged: conv12 keeps the stride 2 of Table 1.
     """
 
-    def __init__(self, body: MobileNetV1, after: str) -> None:
+    def __init__(self, blocks: nn.ModuleDict, out_channels: int) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.blocks = body.layers_between(after, body.feature_info[-1].name)
-        for module in self.blocks.modules():
-            if isinstance(module, nn.Conv2d) and module.stride != (1, 1):
-                module.stride = (1, 1)
-        self.out_channels = body.num_features
+        self.blocks = blocks
+        self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.pool(x)).mean(dim=(2, 3))
+        for block in self.blocks.values():
+            x = block(x)
+        return x.mean(dim=(2, 3))
 
 
 def build_faster_rcnn(
@@ -88,6 +100,7 @@ def build_faster_rcnn(
     num_classes: int = 91,
     resolution: int = 600,
     backbone_weights: str | os.PathLike[str] | None = None,
+    freeze_bn: bool = False,
     **detector_kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN with a MobileNetV1 of width ``width`` (Table 13's "Faster-RCNN 300/600" rows).
@@ -101,6 +114,9 @@ def build_faster_rcnn(
             ``size_divisible=1`` so no padding changes the cost the paper counts.
         backbone_weights: a MobileNetV1 checkpoint (this project's or timm's) loaded into the
             trunk before it is split between the RPN trunk and the box head.
+        freeze_bn: every BatchNorm of the MobileNet (trunk and box head) becomes a
+            ``FrozenBatchNorm2d`` (``tasks.detection.batchnorm``), for fine-tuning from
+            ``backbone_weights`` at a few images per process.
         detector_kwargs: override any ``torchvision.models.detection.FasterRCNN`` argument.
 
     Defaults from TF's faster_rcnn COCO configs: 300 proposals after the RPN's NMS (IoU 0.7) in
@@ -112,8 +128,12 @@ def build_faster_rcnn(
     body = MobileNetV1(width, num_classes=0)
     if backbone_weights is not None:
         load_backbone_weights(body, backbone_weights)
+    out_channels = body.num_features
     trunk = MobileNetRPNTrunk(body)
-    box_head = MobileNetBoxHead(body, after=trunk.tap)
+    box_head = MobileNetBoxHead(trunk.split_off(), out_channels)
+    if freeze_bn:
+        freeze_batchnorm(trunk)
+        freeze_batchnorm(box_head)
     anchors = AnchorGenerator(sizes=(ANCHOR_SIZES,), aspect_ratios=(ANCHOR_RATIOS,))
     options: dict[str, Any] = dict(
         min_size=resolution,

@@ -23,10 +23,13 @@ in ``configs/detection/``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
+from pytorch_lightning import Trainer
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -36,8 +39,12 @@ from tasks.callbacks import run_folder
 from tasks.detection.evaluation import STAT_NAMES, CocoEvaluator, to_original_pixels
 from tasks.detection.faster_rcnn import build_faster_rcnn
 from tasks.detection.ssd import build_ssd300
+from tasks.optim import configure_optimization
 
 Arch = Literal["ssd300", "faster_rcnn"]
+# Every detection lr (code default, configs/detection/*.yaml) is stated per 16 images, the global
+# batch of torchvision's detection references (2 images x 8 GPUs).
+LR_BASE_BATCH = 16
 
 
 def sgd(params: Iterable[Any]) -> Optimizer:
@@ -47,6 +54,14 @@ def sgd(params: Iterable[Any]) -> Optimizer:
     for Faster R-CNN, higher for SSD); 0.05 with warm-up is stable for both from scratch here.
     """
     return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+
+
+def global_batch(trainer: Trainer) -> int | None:
+    """Images per optimizer step over all processes; None when the batch size is unknown."""
+    batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+    if not isinstance(batch_size, int):
+        return None
+    return trainer.world_size * batch_size * trainer.accumulate_grad_batches
 
 
 @runtime_checkable
@@ -74,7 +89,15 @@ class DetectionModule(TaskModule):
             is 300 for SSD300, 300 or 600 for Faster R-CNN (Table 13).
         backbone_weights: a checkpoint of any task of this project (e.g. ImageNet pretraining
             by ``tasks.classification``) or a timm ``mobilenetv1_100`` state dict for the trunk.
-        optimizer: default SGD momentum 0.9, lr 0.05 (``sgd``).
+        freeze_bn: the pretrained MobileNet's BatchNorms are frozen (``FrozenBatchNorm2d``, as TF's
+            ``batch_norm_trainable: false`` and torchvision's detection backbones); default: on
+            when ``backbone_weights`` is given, off from scratch.
+        lr_base_batch: the global batch the optimizer's lr is stated for (16 images in the code
+            default and in every config). The lr used is scaled by the real global batch,
+            ``world_size x data.batch_size x accumulate_grad_batches``, over it (the linear
+            scaling rule, Goyal et al. 2017), so a 1-GPU run of an 8-GPU recipe is not 8x too
+            hot; None uses the optimizer's lr as given.
+        optimizer: default SGD momentum 0.9, lr 0.05 per 16 images (``sgd``).
         score_thresh: detections under this score are dropped before NMS (evaluation keeps the
             low-score tail: it is part of the precision/recall curve COCO mAP integrates).
         nms_thresh: IoU of the per-class non-maximum suppression.
@@ -100,6 +123,8 @@ class DetectionModule(TaskModule):
         num_classes: int = 91,
         arch: Arch = "ssd300",
         backbone_weights: str | None = None,
+        freeze_bn: bool | None = None,
+        lr_base_batch: int | None = LR_BASE_BATCH,
         optimizer: OptimizerCallable = sgd,
         score_thresh: float = 0.01,
         nms_thresh: float = 0.6,
@@ -110,7 +135,13 @@ class DetectionModule(TaskModule):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("resolution", 300)
+        freeze_bn = freeze_bn if freeze_bn is not None else backbone_weights is not None
         super().__init__(optimizer=optimizer, **kwargs)
+        # Saved resolved (the CLI records the parsed None): a checkpoint must rebuild the same
+        # layers at test time, where backbone_weights (not saved) is no longer given.
+        self.hparams["freeze_bn"] = freeze_bn
+        if lr_base_batch is not None and lr_base_batch < 1:
+            raise BadInputError(f"--model.lr_base_batch must be a positive number of images, not {lr_base_batch}.")
         width, resolution = self.hparams.width, self.hparams.resolution
         if arch == "ssd300":
             self.model: nn.Module = build_ssd300(
@@ -118,6 +149,7 @@ class DetectionModule(TaskModule):
                 num_classes,
                 resolution,
                 backbone_weights,
+                freeze_bn,
                 score_thresh=score_thresh,
                 nms_thresh=nms_thresh,
                 detections_per_img=detections_per_img,
@@ -128,6 +160,7 @@ class DetectionModule(TaskModule):
                 num_classes,
                 resolution,
                 backbone_weights,
+                freeze_bn,
                 box_score_thresh=score_thresh,
                 box_nms_thresh=nms_thresh,
                 box_detections_per_img=detections_per_img,
@@ -139,6 +172,29 @@ class DetectionModule(TaskModule):
         self.eval_backend = eval_backend
         self.evaluator: CocoEvaluator | None = None
         self._evaluator_source: int | None = None  # id() of the ground truth the evaluator holds
+
+    def configure_optimizers(self) -> Any:
+        """The shared optimisation (``tasks.optim.configure_optimization``), with the lr scaled
+        linearly from ``lr_base_batch`` images to the run's global batch."""
+        hp = self.hparams
+        base = hp.lr_base_batch
+        batch = global_batch(self.trainer) if base is not None else None
+        factor = batch / base if batch is not None and base is not None else 1.0
+
+        def scaled_optimizer(groups: list[dict[str, Any]]) -> Optimizer:
+            optimizer = self.optimizer_factory(groups)
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+            if factor != 1.0:
+                rank_zero_info(
+                    f"Learning rate {optimizer.param_groups[0]['lr'] / factor:g} per {base} images, "
+                    f"{optimizer.param_groups[0]['lr']:g} for the global batch of {batch} (linear scaling)."
+                )
+            return optimizer
+
+        return configure_optimization(
+            self, scaled_optimizer, self.scheduler_factory, hp.weight_decay, hp.scheduler_interval, hp.warmup_epochs
+        )
 
     # ----------------------------------------------------------------------------------------
     # forward / training
@@ -241,9 +297,11 @@ class DetectionModule(TaskModule):
                 )
                 if int(label) in mapping
             ]
+            name = info.get("name", Path(info["path"]).name)  # relative to --data.predict_dir
             records.append(
-                {"image_id": image_id, "path": info["path"], "width": ow, "height": oh, "detections": detections}
-            )
+                {"image_id": image_id, "path": info["path"], "name": name, "width": ow, "height": oh,
+                 "detections": detections}
+            )  # fmt: skip
         return records
 
 

@@ -32,6 +32,7 @@ from torchvision.models.detection.ssd import SSD, SSDScoringHead
 
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD, ConvBNAct, MobileNetV1, check_resolution, scaled_channels
 from backbone.weights import load_backbone_weights
+from tasks.detection.batchnorm import freeze_batchnorm
 
 # The four extra feature layers of ssd_mobilenet_v1 (TF's feature_map_layout
 # ``layer_depth: [-1, -1, 512, 256, 256, 128]``): depth d of each 3x3 stride-2 conv, preceded
@@ -153,6 +154,7 @@ def build_ssd300(
     num_classes: int = 91,
     resolution: int = 300,
     backbone_weights: str | os.PathLike[str] | None = None,
+    freeze_bn: bool = False,
     **detector_kwargs: Any,
 ) -> SSD:
     """SSD300 with a MobileNetV1 of width ``width`` (Table 13's "SSD 300 / MobileNet" row).
@@ -164,6 +166,8 @@ def build_ssd300(
         resolution: the square input size; the transform resizes every image to it.
         backbone_weights: a MobileNetV1 checkpoint (this project's or timm's) loaded into the
             trunk before the detector is assembled.
+        freeze_bn: the MobileNet's BatchNorms become ``FrozenBatchNorm2d``
+            (``tasks.detection.batchnorm``); the extra layers, trained from scratch, keep theirs.
         detector_kwargs: override any ``torchvision.models.detection.SSD`` argument.
 
     Defaults follow ``ssd_mobilenet_v1_coco.config``: NMS IoU 0.6, 100 detections per image,
@@ -175,6 +179,8 @@ def build_ssd300(
     body = MobileNetV1(width, num_classes=0)
     if backbone_weights is not None:
         load_backbone_weights(body, backbone_weights)
+    if freeze_bn:
+        freeze_batchnorm(body)
     features = MobileNetSSDFeatures(body)
     anchors = SSDMobileNetAnchors(num_maps=len(features.out_channels))
     head = SSDHead1x1(features.out_channels, anchors.num_anchors_per_location(), num_classes)
