@@ -197,11 +197,11 @@ SECTION = register(
         "geolocation",
         run,
         options=(
-            Option("--geo-points", 1_000_000, quick=20_000, type=_sizes, help="photos partitioned by both paths"),
+            Option("--geo-points", 1_000_000, quick=10_000, type=_sizes, help="photos partitioned by both paths"),
             Option(
                 "--geo-loop-points",
                 None,
-                quick=3_000,
+                quick=2_000,
                 type=_sizes,
                 help="photos the s2sphere loop runs on (unset: all; fewer: time extrapolated ×n)",
             ),
@@ -210,7 +210,7 @@ SECTION = register(
             Option(
                 "--geo-scale-points",
                 [1_000_000, 4_700_000],
-                quick=[50_000],
+                quick=[20_000],
                 type=_sizes,
                 nargs="+",
                 help="sizes of the scale table (MP-16: 4.7M photos)",

@@ -43,9 +43,11 @@ from datasets.images import read_rgb
 
 COLUMNS = ("IMG_ID", "LAT", "LON")
 _ROWS_PER_CHUNK = 1 << 16
-# Code defaults for a small custom set (``None``): T1 = 1% of the training photos, so a set of any
-# size gets on the order of a hundred cells, and T2 = T1 / 10. PlaNet's 10,000 / 50 suit 126M photos.
-DEFAULT_CELLS_PER_SET = 100
+# Code defaults for a small custom set (``None``): T1 = 1/40 of the training photos, so a set of any
+# size is cut into some 40-100 cells (a split leaves cells of T1/4 to T1 photos), few enough for a
+# short run to learn; T2 = T1 / 10 drops cells with too few photos to learn from. Measured on the
+# demo and on a second, differently made set (README). PlaNet's 10,000 / 50 suit 126M photos.
+DEFAULT_T1_SHARE = 40
 DEFAULT_T1_OVER_T2 = 10
 
 
@@ -175,17 +177,13 @@ class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
 class GeoPhotosDataModule(TaskDataModule):
     """MP-16 / YFCC-style geotagged photos, classified into PlaNet's adaptive S2 cells.
 
-    Args:
+    Args (beyond ``TaskDataModule``'s: resolution, batch_size, num_workers, predict_dir):
         root: folder with ``train.csv``, ``test.csv`` (optional ``val.csv``) and ``images/``;
             None uses the built-in demo set.
-        resolution: the input size (linked from ``--resolution``).
-        batch_size: images per batch and per process.
-        num_workers: DataLoader worker processes.
-        predict_dir: a folder of images for ``predict``; default the test split.
         cells: a ``cells.csv`` (``python -m tasks.geolocation partition``) to use instead of
             building the partition from ``train.csv``.
-        max_photos: T1, a cell holding more photos is split (None: 1% of the training photos).
-        min_photos: T2, cells holding fewer photos are dropped (None: T1 / 10).
+        max_photos: T1, a cell holding more photos is split (None: 1/40 of the training photos).
+        min_photos: T2, cells holding fewer photos are dropped (None: T1 / 10, rounded up).
         min_level: the S2 level every photo starts at (0: the six cube faces).
         coarse_max_photos: T1 of coarser partitions trained alongside (a hierarchy of heads whose
             probabilities multiply, as in GeoEstimation); each must exceed ``max_photos``. They use
@@ -199,10 +197,6 @@ class GeoPhotosDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        predict_dir: str | None = None,
         cells: str | None = None,
         max_photos: int | None = None,
         min_photos: int | None = None,
@@ -210,8 +204,9 @@ class GeoPhotosDataModule(TaskDataModule):
         coarse_max_photos: list[int] | None = None,
         val_share: float = 0.1,
         min_scale: float = 0.5,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        super().__init__(root, **kwargs)
         if not 0 <= val_share < 1:
             raise BadInputError(f"The validation share must be in [0, 1); got {val_share}.")
         self.cells_file = cells
@@ -239,8 +234,8 @@ class GeoPhotosDataModule(TaskDataModule):
 
     def thresholds(self, photos: int) -> tuple[int, int]:
         """(T1, T2) for a training set of ``photos`` photos: the given ones or the code defaults."""
-        t1 = self.max_photos or max(math.ceil(photos / DEFAULT_CELLS_PER_SET), 1)
-        t2 = self.min_photos if self.min_photos is not None else max(t1 // DEFAULT_T1_OVER_T2, 1)
+        t1 = self.max_photos or max(math.ceil(photos / DEFAULT_T1_SHARE), 1)
+        t2 = self.min_photos if self.min_photos is not None else math.ceil(t1 / DEFAULT_T1_OVER_T2)
         return t1, t2
 
     @property

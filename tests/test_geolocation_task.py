@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,7 @@ import torch
 from datasets.demo_geo import write_geo_demo
 from tasks.geolocation import module as geolocation
 from tasks.geolocation.metrics import METRIC_NAMES
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.probes import cli_command, expect_one_sentence, read_metrics, subprocess_env, tiny_run_args
 
 
 @pytest.fixture(scope="session")
@@ -29,22 +26,11 @@ def tiny_geo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fast_args(root: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "--data.root", str(root), "--backbone", "0.25", "--resolution", "32",
-        "--data.batch_size", "8", "--data.num_workers", "0",
-        "--data.max_photos", "12", "--data.min_photos", "2",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(runs), *extra,
-    ]  # fmt: skip
+    return tiny_run_args(root, runs, "--data.max_photos", "12", "--data.min_photos", "2", *extra, resolution=32)
 
 
 def newest(runs: Path, name: str) -> Path:
     return max(runs.glob(f"lightning_logs/version_*/{name}"), key=lambda p: p.stat().st_mtime)
-
-
-def read_metrics(runs: Path) -> dict:
-    return json.loads(newest(runs, "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +42,6 @@ def trained(tiny_geo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fit_test_predict_with_the_partition_from_the_checkpoint(tiny_geo: Path, trained: Path, tmp_path: Path) -> None:
-    import shutil
-
     runs = trained
     fitted = read_metrics(runs)
     assert set(fitted["metrics"]) >= set(METRIC_NAMES)
@@ -115,8 +99,6 @@ def test_hierarchy_of_partitions_trains_and_tests_from_its_checkpoint(tiny_geo: 
 
 
 def test_bad_row_is_one_sentence(tiny_geo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
     data = tmp_path / "data"
     shutil.copytree(tiny_geo, data)
     lines = (data / "train.csv").read_text().splitlines()
@@ -124,23 +106,21 @@ def test_bad_row_is_one_sentence(tiny_geo: Path, tmp_path: Path, capsys: pytest.
     fields[-2] = "123.4"  # LAT
     lines[5] = ",".join(fields)
     (data / "train.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(SystemExit) as exit_info:
-        geolocation.main(["fit", *fast_args(data, tmp_path / "runs")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "train.csv' line 6: LAT is '123.4'; expected a latitude in [-90, 90]" in err[0]
+    args = ["fit", *fast_args(data, tmp_path / "runs")]
+    expect_one_sentence(
+        geolocation.main, args, r"train.csv' line 6: LAT is '123.4'; expected a latitude in \[-90, 90\]", capsys
+    )
 
 
 def test_ddp_two_processes_give_the_same_accuracies(tiny_geo: Path, trained: Path, tmp_path: Path) -> None:
     """2-process CPU DDP (gloo) test of one checkpoint == 1-process test (9 photos: uneven ranks)."""
     ckpt = str(trained / "checkpoints" / "last.ckpt")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     results = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):
         out = tmp_path / f"test{devices}"
         args = fast_args(tiny_geo, out, "--ckpt_path", ckpt, "--data.batch_size", "2")
         args += ["--trainer.devices", devices, "--trainer.strategy", strategy]
-        subprocess.run([sys.executable, "-m", "tasks.geolocation", "test", *args], env=env, check=True, timeout=300)
+        subprocess.run(cli_command("geolocation", "test", *args), env=subprocess_env(), check=True, timeout=300)
         results[devices] = read_metrics(out)["metrics"]
     for name in METRIC_NAMES:
         assert results["2"][name] == pytest.approx(results["1"][name], rel=1e-9, abs=1e-9), name

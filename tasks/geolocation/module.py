@@ -236,7 +236,7 @@ def main(args: list[str] | None = None) -> None:
         GeoPhotosDataModule,
         task="geolocation",
         monitor="acc_750km",
-        max_epochs=20,
+        default_steps=1000,  # 20 epochs of the 1620-photo demo at batch 32
         links=(("data.num_cells", "model.num_cells"), ("data.coarse_num_cells", "model.coarse_num_cells")),
         callbacks=[GeolocationWriter()],
         args=args,
