@@ -56,27 +56,27 @@ Target = dict[str, Any]
 # --------------------------------------------------------------------------------------------
 # Reading the annotation file
 # --------------------------------------------------------------------------------------------
+def read_json_object(path: Path, expected: str, kind: str = "annotation file") -> dict[str, Any]:
+    """The JSON object in ``path``, or one sentence naming the file and ``expected``."""
+    if not path.is_file():
+        raise BadInputError(f"The {kind} {str(path)!r} does not exist; expected {expected} there.")
+    try:
+        with path.open("rb") as handle:
+            data = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadInputError(f"The {kind} {str(path)!r} is not valid JSON ({error}); expected {expected}.") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"The {kind} {str(path)!r} holds a {type(data).__name__}; expected a COCO JSON object.")
+    return data
+
+
 def read_annotation_json(path: Path) -> dict[str, Any]:
     """Load a COCO annotation file and check the keys this loader relies on.
 
     Raises ``BadInputError`` (one sentence naming the file) for a missing file, invalid JSON or a
     record without the required keys, instead of a ``KeyError`` deep inside a DataLoader worker.
     """
-    if not path.is_file():
-        raise BadInputError(
-            f"The annotation file {str(path)!r} does not exist; expected a COCO instances JSON file there."
-        )
-    try:
-        with path.open("rb") as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadInputError(
-            f"The annotation file {str(path)!r} is not valid JSON ({error}); expected a COCO instances file."
-        ) from None
-    if not isinstance(data, dict):
-        raise BadInputError(
-            f"The annotation file {str(path)!r} holds a {type(data).__name__}; expected a COCO JSON object."
-        )
+    data = read_json_object(path, "a COCO instances JSON file")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise BadInputError(
@@ -329,23 +329,29 @@ def collate_detection(batch: Sequence[tuple[Tensor, Target]]) -> tuple[Tensor | 
 # The data module
 # --------------------------------------------------------------------------------------------
 class CocoDataModule(TaskDataModule):
-    """COCO 2017 detection (any COCO-format set in the same layout), or the built-in demo.
+    """COCO 2017 detection (any COCO-format set), or the built-in demo.
 
     What the detection module reads from it (and nothing else): ``val_coco`` (the ground truth of
     the evaluated split), ``label_to_category_id`` and ``category_names``.
 
     Args:
-        root: folder with ``annotations/instances_{train,val}2017.json``, ``train2017/`` and
-            ``val2017/``; None uses the built-in demo set (generated once into the cache).
+        root: the data folder; None uses the built-in demo set (generated once into the cache).
         resolution: side of the square model input (linked from ``--resolution``; SSD300: 300).
         batch_size: images per batch and per process.
         num_workers: DataLoader worker processes.
         predict_dir: a folder of images (searched recursively) for ``predict``; default val.
         augment: training augmentation: ``light`` (horizontal flip, the default for short runs),
             ``ssd`` (SSD's full zoom-out + IoU crop, as the paper rows' configs use) or ``none``.
+        train_ann, train_images, val_ann, val_images: the instances JSON and image folder of
+            each split, relative to ``root`` (or absolute); COCO 2017's names by default, so a
+            custom set needs no renaming.
+        predict_ann: an image-info JSON (COCO's ``image_info_test-dev2017.json``) whose images,
+            in ``predict_images``, ``predict`` runs on, keeping their ids in ``predictions.json``.
+        predict_images: the folder of ``predict_ann``'s images (relative to ``root`` or absolute).
 
     ``test`` uses the val split: COCO test-dev's labels are not public (its results are scored
-    by the evaluation server), so the val2017 numbers are the ones a local run can report.
+    by the evaluation server: ``predict --data.predict_ann``), so the val numbers are the ones a
+    local run can report.
     """
 
     layout = "annotations/instances_{train,val}2017.json, train2017/ and val2017/"
@@ -360,13 +366,24 @@ class CocoDataModule(TaskDataModule):
         num_workers: int = 2,
         predict_dir: str | None = None,
         augment: AugmentPolicy = "light",
+        train_ann: str = "annotations/instances_train2017.json",
+        train_images: str = "train2017",
+        val_ann: str = "annotations/instances_val2017.json",
+        val_images: str = "val2017",
+        predict_ann: str | None = None,
+        predict_images: str = "test2017",
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
-        for needed in (self.train_annotations, self.val_annotations, self.root / "train2017", self.root / "val2017"):
-            if not needed.exists():
-                raise BadInputError(
-                    f"The COCO file {str(needed)!r} is missing; expected {self.layout} under --data.root."
-                )
+        self.train_annotations, self.train_images = self.root / train_ann, self.root / train_images
+        self.val_annotations, self.val_images = self.root / val_ann, self.root / val_images
+        self.predict_annotations = None if predict_ann is None else self.root / predict_ann
+        self.predict_images = self.root / predict_images
+        if predict_ann is not None and predict_dir is not None:
+            raise BadInputError(
+                "Give --data.predict_ann or --data.predict_dir, not both: they name the images to predict."
+            )
+        # The val split defines the labels; the train split is checked when fit needs it.
+        self._require("val", self.val_annotations, self.val_images)
         self.augment = augment
         # The val file is small (25 MB for COCO) and defines the label order for both splits;
         # read once here so num_classes is known when the CLI links it into the model.
@@ -380,14 +397,6 @@ class CocoDataModule(TaskDataModule):
         return ensure_demo_coco()
 
     @property
-    def train_annotations(self) -> Path:
-        return self.root / "annotations" / "instances_train2017.json"
-
-    @property
-    def val_annotations(self) -> Path:
-        return self.root / "annotations" / "instances_val2017.json"
-
-    @property
     def num_classes(self) -> int:
         """Foreground categories + 1 for background; the CLI links it into ``--model.num_classes``."""
         return len(self.category_ids) + 1
@@ -399,15 +408,31 @@ class CocoDataModule(TaskDataModule):
         assert isinstance(dataset, CocoDetection)
         return dataset.coco
 
+    def _require(self, split: str, *paths: Path) -> None:
+        for needed in paths:
+            if not needed.exists():
+                raise BadInputError(
+                    f"The COCO file {str(needed)!r} is missing; expected {self.layout} under --data.root "
+                    f"(or --data.{split}_ann / --data.{split}_images naming it)."
+                )
+
     def train_dataset(self) -> Dataset:
+        self._require("train", self.train_annotations, self.train_images)
         return CocoDetection(
-            self.root / "train2017", self.train_annotations, self.resolution, self.augment, self.category_ids
+            self.train_images, self.train_annotations, self.resolution, self.augment, self.category_ids
         )
 
     def val_dataset(self) -> Dataset:
         return CocoDetection(
-            self.root / "val2017", self.val_annotations, self.resolution, "none", self.category_ids, self._val_json
+            self.val_images, self.val_annotations, self.resolution, "none", self.category_ids, self._val_json
         )
+
+    def predict_dataset(self) -> Dataset:
+        if self.predict_annotations is None:
+            return super().predict_dataset()
+        from datasets.coco_image_info import CocoImageInfo  # it builds on this module
+
+        return CocoImageInfo(self.predict_images, self.predict_annotations, self.resolution, self.category_ids)
 
     def predict_transform(self) -> Any:
         return predict_transform(self.resolution)

@@ -195,7 +195,9 @@ def test_ddp_two_processes_give_the_same_stats(tiny_coco: Path, fitted: Path, tm
             json.loads((log_dir / "metrics.json").read_text())["metrics"],
             json.loads((log_dir / "detections.json").read_text()),
         )
-    for name in STAT_NAMES:
+    per_category = {"AP/square", "AP/disc"}  # per-category AP is gathered the same way
+    assert per_category <= set(results["1"][0])
+    for name in (*STAT_NAMES, *per_category):
         assert results["2"][0][name] == pytest.approx(results["1"][0][name], abs=1e-6), name
     # The gathered results file holds every image's detections once, whatever the rank split.
     per_image = [sorted((r["image_id"], r["category_id"]) for r in results[d][1]) for d in ("1", "2")]

@@ -12,7 +12,8 @@ into COCO result records: the original category id, an xywh box in the ORIGINAL 
 records and the ids of every image seen from all DDP ranks (``all_gather_object``), keeps each
 image once (the first rank that saw it), and runs the COCO evaluation once, on rank 0, over just
 the images seen, so a run limited to part of val (``limit_val_batches``) is scored correctly. The
-12 numbers are then broadcast so every rank logs the same values.
+12 numbers (and on request ``AP/<category name>``, read from COCOeval's precision array) are then
+broadcast so every rank logs the same values.
 
 Backend: faster-coco-eval (a C++ port that gives the same numbers as pycocotools, several times
 faster on COCO val), falling back to pycocotools if it cannot be imported.
@@ -25,6 +26,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +91,46 @@ def load_ground_truth(coco_gt: Any, backend: str = "auto") -> Any:
     return coco_from_dict(_gt_dataset(coco_gt), coco_cls)
 
 
-def evaluate_detections(
+@dataclass(frozen=True)
+class CocoResult:
+    """One COCO box evaluation: the 12 stats, the AP of each category and the PR curves.
+
+    ``precision`` is COCOeval's precision at the 101 recall points of ``RECALL_POINTS``, for all
+    areas and 100 detections, as ``(IoU thresholds 0.50:0.05:0.95, 101, categories)``; -1 where a
+    category has no ground truth (COCO's convention). ``category_names[k]`` names column ``k``.
+    """
+
+    stats: dict[str, float]
+    per_category: dict[str, float]
+    precision: np.ndarray
+    category_names: tuple[str, ...]
+
+
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's params.recThrs
+
+
+def category_names(gt: Any, category_ids: Sequence[int]) -> tuple[str, ...]:
+    """The names of ``category_ids`` in ``gt``; a name shared by two ids gets its id appended."""
+    names = [str(gt.cats[c].get("name", c)) for c in category_ids]
+    return tuple(f"{n} ({c})" if names.count(n) > 1 else n for n, c in zip(names, category_ids, strict=True))
+
+
+def per_category_ap(precision: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """``AP/<name>``: the mean over IoU thresholds and recall points of one category's precision,
+    as ``COCOeval.summarize`` computes mAP over all of them (-1 without ground truth)."""
+    out: dict[str, float] = {}
+    for k, name in enumerate(names):
+        valid = precision[:, :, k][precision[:, :, k] > -1]
+        out[f"AP/{name}"] = float(valid.mean()) if valid.size else -1.0
+    return out
+
+
+def coco_evaluation(
     coco_gt: Any,
     detections: Sequence[Mapping[str, Any]],
     image_ids: Iterable[int] | None = None,
     backend: str = "auto",
-) -> dict[str, float]:
+) -> CocoResult:
     """COCO box evaluation of ``detections`` (COCO result dicts) over ``image_ids``.
 
     Args:
@@ -105,19 +141,21 @@ def evaluate_detections(
             but without detections count as misses, as they should.
         backend: "auto" (faster-coco-eval, else pycocotools), "faster" or "pycocotools".
 
-    Returns:
-        The 12 COCO stats under ``STAT_NAMES``. With no detections at all every stat is 0.0
-        (pycocotools cannot load an empty result list). Otherwise a stat is -1.0 where COCO's own
-        convention says so: no ground-truth object in that area range.
+    With no detections at all every stat and every category's AP is 0.0 (pycocotools cannot
+    load an empty result list). Otherwise a number is -1.0 where COCO's own convention says so:
+    no ground-truth object in that area range, or of that category.
     """
-    if not detections:
-        return dict.fromkeys(STAT_NAMES, 0.0)
     _, eval_cls = _backend(backend)
     gt = load_ground_truth(coco_gt, backend)
+    category_ids = sorted(gt.getCatIds())
+    names = category_names(gt, category_ids)
     ids = sorted(set(int(i) for i in image_ids)) if image_ids is not None else sorted(gt.getImgIds())
     unknown = set(ids) - set(gt.getImgIds())
     if unknown:
         raise ValueError(f"Image ids {sorted(unknown)[:5]} are not in the ground truth; expected val image ids.")
+    if not detections:
+        empty = np.zeros((10, len(RECALL_POINTS), len(names)))
+        return CocoResult(dict.fromkeys(STAT_NAMES, 0.0), dict.fromkeys((f"AP/{n}" for n in names), 0.0), empty, names)
     # loadRes adds keys to the records it is given: hand it copies.
     records = [dict(d, bbox=list(d["bbox"])) for d in detections]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -127,11 +165,29 @@ def evaluate_detections(
             kwargs["print_function"] = lambda *args, **kw: None
         evaluator = eval_cls(gt, dt, "bbox", **kwargs)
         evaluator.params.imgIds = ids
+        evaluator.params.catIds = category_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     stats = np.asarray(evaluator.stats, dtype=np.float64)[: len(STAT_NAMES)]
-    return {name: float(value) for name, value in zip(STAT_NAMES, stats, strict=True)}
+    # (T, R, K, areas, max detections): area "all" is index 0, 100 detections the last.
+    precision = np.asarray(evaluator.eval["precision"], dtype=np.float64)[:, :, :, 0, -1]
+    return CocoResult(
+        {name: float(value) for name, value in zip(STAT_NAMES, stats, strict=True)},
+        per_category_ap(precision, names),
+        precision,
+        names,
+    )
+
+
+def evaluate_detections(
+    coco_gt: Any,
+    detections: Sequence[Mapping[str, Any]],
+    image_ids: Iterable[int] | None = None,
+    backend: str = "auto",
+) -> dict[str, float]:
+    """The 12 COCO stats under ``STAT_NAMES`` (see ``coco_evaluation`` for the arguments)."""
+    return coco_evaluation(coco_gt, detections, image_ids, backend).stats
 
 
 def write_results_json(detections: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
@@ -190,6 +246,7 @@ class CocoEvaluator:
             self.label_to_category_id = {i + 1: int(c) for i, c in enumerate(label_to_category_id)}
         self.backend = backend
         self._gt_index: Any = None  # the backend's COCO index, built on first compute()
+        self.last_result: CocoResult | None = None  # rank 0: the last compute()'s evaluation
         self.reset()
 
     def reset(self) -> None:
@@ -257,21 +314,29 @@ class CocoEvaluator:
         array = np.concatenate(kept) if kept else np.zeros((0, 7))
         return sorted(owner), _records(array)
 
-    def compute(self, results_path: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    def compute(
+        self, results_path: str | os.PathLike[str] | None = None, per_category: bool = False
+    ) -> dict[str, float]:
         """Gather from every rank, evaluate once (rank 0), broadcast: the 12 stats as floats.
 
         ``results_path``: also write the gathered detections there as a COCO results JSON.
-        Every rank must call this (it is a collective under DDP).
+        ``per_category``: also return ``AP/<category name>`` for every category. On rank 0 the
+        whole evaluation (with the PR curves) is kept in ``last_result``. Every rank must call
+        this (it is a collective under DDP).
         """
         image_ids, detections = self.gather()
         stats: dict[str, float] | None = None
+        self.last_result = None
         if global_rank() == 0:
             if results_path is not None:
                 write_results_json(detections, results_path)
-            if image_ids:
+            if image_ids or per_category:
                 if self._gt_index is None:
                     self._gt_index = load_ground_truth(self.coco_gt, self.backend)
-                stats = evaluate_detections(self._gt_index, detections, image_ids, self.backend)
+                # no image seen at all: score nothing (every number 0.0), not the whole val set
+                result = coco_evaluation(self._gt_index, detections if image_ids else [], image_ids, self.backend)
+                self.last_result = result
+                stats = result.stats | (result.per_category if per_category else {})
             else:
                 stats = dict.fromkeys(STAT_NAMES, 0.0)
         return dict(broadcast_from_zero(stats))
@@ -290,8 +355,12 @@ def _records(array: np.ndarray) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "RECALL_POINTS",
     "STAT_NAMES",
     "CocoEvaluator",
+    "CocoResult",
+    "coco_evaluation",
+    "per_category_ap",
     "evaluate_detections",
     "load_ground_truth",
     "to_original_pixels",

@@ -6,14 +6,19 @@
     python -m tasks.detection test --data.root /data/coco --ckpt_path last      # + detections.json
     python -m tasks.detection predict --ckpt_path last --data.predict_dir photos/ \
         --model.draw_predictions true                                           # JSON + PNGs
+    python -m tasks.detection predict --ckpt_path last --data.root /data/coco \
+        --data.predict_ann annotations/image_info_test-dev2017.json             # test-dev ids kept
+    python -m tasks.detection fit --data.root my_set --model.init_from coco.ckpt  # fine-tune a detector
 
 Validation and test log the 12 COCO stats under the README's names (``mAP``, ``mAP50`` ...,
 ``AR_large``), computed once over the whole val set across DDP ranks (``CocoEvaluator``); the
-best checkpoint is picked by ``mAP``. ``test`` also writes ``detections.json`` (a standard COCO
-results file, the one the evaluation server takes) next to ``metrics.json``; ``predict`` writes
-``predictions.json`` (COCO results: original pixels, original category ids) with
+best checkpoint is picked by ``mAP``; ``AP/<category name>`` is logged for every category.
+``test`` also writes ``detections.json`` (a standard COCO results file, the one the evaluation
+server takes) next to ``metrics.json``; ``predict`` writes ``predictions.json`` (COCO results:
+original pixels, original category ids) with
 ``predictions_images.json`` (the COCO ``images`` list: id <-> file name), and with
-``--model.draw_predictions true`` one PNG per image with boxes, category names and scores.
+``--model.draw_predictions true`` one PNG per image with boxes, category names and scores;
+``test --model.pr_curve true`` writes ``pr_curve.png``.
 
 The code defaults are a recipe for a small custom set trained from scratch (SGD, momentum 0.9,
 lr 0.05 at batch 16, linear warm-up then cosine, stepped per batch); the paper rows' recipes live
@@ -36,9 +41,11 @@ from torch.optim import Optimizer
 from backbone.errors import BadInputError
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
-from tasks.detection.evaluation import STAT_NAMES, CocoEvaluator, to_original_pixels
+from tasks.detection.evaluation import CocoEvaluator, to_original_pixels
 from tasks.detection.faster_rcnn import build_faster_rcnn
+from tasks.detection.pr_curve import write_pr_curve
 from tasks.detection.ssd import build_ssd300
+from tasks.detection.weights import load_detector_weights
 from tasks.optim import configure_optimization
 
 Arch = Literal["ssd300", "faster_rcnn"]
@@ -105,6 +112,11 @@ class DetectionModule(TaskModule):
         draw_predictions: ``predict`` also writes one PNG per image with its boxes drawn.
         draw_score_thresh: only detections at or above this score are drawn.
         eval_backend: ``auto`` (faster-coco-eval, else pycocotools), ``faster`` or ``pycocotools``.
+        pr_curve: ``test`` also writes ``pr_curve.png`` (precision/recall per category, at IoU 0.5
+            and over 0.50:0.95) next to ``metrics.json``.
+        init_from: a detector checkpoint of this task (same ``arch`` and width, any number of
+            classes) to start from: every weight is loaded but the class-dependent head (SSD's
+            class predictors, Faster R-CNN's box predictor) when its class count differs.
     """
 
     # Inference-time options may be changed freely at test/predict time (see TaskModule).
@@ -116,6 +128,8 @@ class DetectionModule(TaskModule):
         "draw_predictions",
         "draw_score_thresh",
         "eval_backend",
+        "pr_curve",
+        "init_from",
     )
 
     def __init__(
@@ -132,6 +146,8 @@ class DetectionModule(TaskModule):
         draw_predictions: bool = False,
         draw_score_thresh: float = 0.5,
         eval_backend: Literal["auto", "faster", "pycocotools"] = "auto",
+        pr_curve: bool = False,
+        init_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("resolution", 300)
@@ -167,7 +183,10 @@ class DetectionModule(TaskModule):
             )
         else:  # the CLI checks the Literal; this is for direct Python use
             raise BadInputError(f"The detector architecture {arch!r} is unknown; expected 'ssd300' or 'faster_rcnn'.")
+        if init_from is not None:
+            load_detector_weights(self.model, init_from)
         self.draw_predictions = draw_predictions
+        self.pr_curve = pr_curve
         self.draw_score_thresh = draw_score_thresh
         self.eval_backend = eval_backend
         self.evaluator: CocoEvaluator | None = None
@@ -257,17 +276,22 @@ class DetectionModule(TaskModule):
         # compute() gathers every rank's detections, evaluates once on rank 0 and broadcasts, so
         # every rank logs the same numbers (no sync_dist needed) and ModelCheckpoint(monitor="mAP")
         # sees the whole-dataset mAP on every rank.
-        stats = self.evaluator.compute(results_path)
+        # Also AP/<category name> for every category (metrics.json lists them).
+        stats = self.evaluator.compute(results_path, per_category=True)
         self.evaluator.reset()
-        for name in STAT_NAMES:
-            self.log(name, stats[name], prog_bar=name in ("mAP", "mAP50"), rank_zero_only=False, sync_dist=False)
+        for name, value in stats.items():
+            self.log(name, value, prog_bar=name in ("mAP", "mAP50"), rank_zero_only=False, sync_dist=False)
         return stats
 
     def on_validation_epoch_end(self) -> None:
         self._log_stats()
 
     def on_test_epoch_end(self) -> None:
-        self._log_stats(results_path=run_folder(self.trainer) / "detections.json")
+        folder = run_folder(self.trainer)  # every rank: it broadcasts from rank 0
+        self._log_stats(results_path=folder / "detections.json")
+        assert self.evaluator is not None
+        if self.pr_curve and self.evaluator.last_result is not None:  # rank 0 holds the evaluation
+            write_pr_curve(self.evaluator.last_result, folder / "pr_curve.png")
 
     # ----------------------------------------------------------------------------------------
     # predict: one record per image, written by tasks.detection.writer.DetectionWriter
