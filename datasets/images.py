@@ -69,7 +69,8 @@ def read_rgb_array(path: str | os.PathLike[str]) -> np.ndarray:
 class PredictFolder(Dataset[Any]):
     """Every image under ``folder`` (recursively, sorted) for ``predict``.
 
-    An item is ``(transform(image), info)`` with ``info = {"path", "index", "orig_size": (h, w)}``,
+    An item is ``(transform(image), info)`` with ``info = {"path", "name", "index", "orig_size": (h, w)}``
+    (``name``: the path relative to ``folder``, unique where file names repeat across subfolders),
     or ``None`` for a file that cannot be read (reported once by name; ``collate_with_info`` drops
     it), so one bad photo among thousands does not end the run.
     """
@@ -97,7 +98,8 @@ class PredictFolder(Dataset[Any]):
         except BadInputError as error:
             warnings.warn(f"Skipped: {error}", stacklevel=1)
             return None
-        info = {"path": str(path), "index": index, "orig_size": (image.height, image.width)}
+        name = path.relative_to(self.folder).as_posix()
+        info = {"path": str(path), "name": name, "index": index, "orig_size": (image.height, image.width)}
         return self.transform(image), info
 
 

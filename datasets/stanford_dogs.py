@@ -37,6 +37,7 @@ def _cell_text(cell: object) -> str:
 def read_list(path: Path) -> list[tuple[str, int]]:
     """Read ``train_list.mat`` / ``test_list.mat``: (relative path, 0-based label) pairs."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     if not path.is_file():
         raise BadInputError(f"The Stanford Dogs split file {str(path)!r} does not exist.")
@@ -44,7 +45,7 @@ def read_list(path: Path) -> list[tuple[str, int]]:
         content = loadmat(str(path))
         files = [_cell_text(c) for c in np.asarray(content["file_list"]).reshape(-1)]
         labels = [int(v) for v in np.asarray(content["labels"]).reshape(-1)]
-    except (KeyError, ValueError, TypeError, OSError) as error:
+    except (KeyError, ValueError, TypeError, OSError, MatReadError) as error:  # MatReadError: empty or cut short
         raise BadInputError(
             f"{str(path)!r} is not a Stanford Dogs list (a MATLAB file with 'file_list' and 'labels'): {error}."
         ) from None

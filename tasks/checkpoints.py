@@ -4,8 +4,8 @@
   only when a top-k checkpoint was saved at the same step, i.e. when the monitored metric
   improved: a run killed after a plateau resumed from far back. Here ``last.ckpt`` is rewritten
   after every validation, at the end of every run (max_epochs, max_steps, max_time) and when a run
-  ends by an exception or Ctrl-C, so a killed run loses at most the steps since the last
-  validation (or since ``--checkpoint.every_n_train_steps``).
+  ends by an exception or Ctrl-C (in a single-process run), so a killed run loses at most the
+  steps since the last validation (or since ``--checkpoint.every_n_train_steps``).
 * ``AtomicCheckpointIO``: every checkpoint is written to a temporary file in the checkpoint
   folder itself and renamed (Lightning's own transaction goes through the system temp folder,
   which may be another filesystem, so a kill can leave a half-moved file).
@@ -102,7 +102,11 @@ class TaskCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
-        self._refresh_last(trainer)
+        # Under DDP only the failing rank gets here, and saving is collective (a broadcast, a
+        # barrier): it waited forever for ranks still in their all-reduce (a 2-process gloo run
+        # hung). last.ckpt then holds the last validation; the other ranks end on the lost peer.
+        if trainer.world_size == 1:
+            self._refresh_last(trainer)
 
 
 def resolve_ckpt_path(value: str | None, folder: Path) -> str | None:

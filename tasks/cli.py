@@ -116,6 +116,9 @@ class TaskCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best-{epoch}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
+                # A new run in the folder replaces last.ckpt: with Lightning's version counter it
+                # wrote last-v1.ckpt and --ckpt_path last went on finding the previous run's file.
+                "checkpoint.enable_version_counter": False,
             }
         )
 

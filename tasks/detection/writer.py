@@ -3,7 +3,8 @@
 ``predictions.json``: a standard COCO results file (original pixels, original category ids);
 ``predictions_images.json``: the COCO ``images`` list of the predicted images (id <-> file name,
 size), so the results can be joined back to files; with ``--model.draw_predictions true``,
-``predictions/<image stem>.png`` with the boxes, category names and scores drawn.
+``predictions/<image path>.png`` (the image's path under ``--data.predict_dir``, subfolders kept) with the
+boxes, category names and scores drawn.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DetectionWriter(PredictionWriter):
         write_json_atomic(
             folder / "predictions_images.json",
             [
-                {"id": r["image_id"], "file_name": Path(r["path"]).name, "width": r["width"], "height": r["height"]}
+                {"id": r["image_id"], "file_name": r["name"], "width": r["width"], "height": r["height"]}
                 for r in ordered
             ],
         )
@@ -57,6 +58,6 @@ class DetectionWriter(PredictionWriter):
         if getattr(pl_module, "draw_predictions", False):
             names = list(pl_module.data().category_names)
             for r in ordered:
-                out = folder / "predictions" / f"{Path(r['path']).stem}.png"
+                out = folder / "predictions" / Path(r["name"]).with_suffix(".png")
                 draw_detections(Path(r["path"]), r["detections"], names, pl_module.draw_score_thresh, out)
         print(f"Wrote {len(detections)} detections on {len(ordered)} images to {folder}.", flush=True)
