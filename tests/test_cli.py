@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,28 +12,12 @@ import torch
 import yaml
 
 from tasks import classification, fine_grained
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def fast_args(root: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "--data.root", str(root), "--backbone", "0.25", "--resolution", "64",
-        "--data.batch_size", "8", "--data.num_workers", "0",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(runs), *extra,
-    ]  # fmt: skip
-
-
-def read_metrics(runs: Path) -> dict:
-    newest = max(runs.glob("lightning_logs/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(newest.read_text())
+from tests.probes import cli_command, expect_one_sentence, read_metrics, subprocess_env, tiny_run_args
 
 
 def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    classification.main(["fit", *fast_args(tiny_imagenet, runs, "--trainer.max_epochs", "2")])
+    classification.main(["fit", *tiny_run_args(tiny_imagenet, runs, "--trainer.max_epochs", "2")])
     fitted = read_metrics(runs)
     assert fitted["stage"] == "validate" and fitted["global_step"] == 6  # 2 epochs x 24/8 batches
     assert set(fitted["metrics"]) >= {"top1", "top5"} and 0 <= fitted["metrics"]["top1"] <= 1
@@ -49,7 +29,7 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
     hparams = yaml.safe_load(next(runs.glob("lightning_logs/version_0/hparams.yaml")).read_text())
     assert hparams["num_classes"] == 3 and hparams["width"] == 0.25  # linked from data / --backbone
 
-    classification.main(["test", *fast_args(tiny_imagenet, runs, "--ckpt_path", "last")])
+    classification.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", "last")])
     tested = read_metrics(runs)
     assert tested["stage"] == "test" and tested["checkpoint"].endswith("last.ckpt")
     # The test run scores the same weights on the same val images as the last validation.
@@ -70,12 +50,7 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
 def test_bad_input_is_one_sentence(
     extra: list[str], message: str, tiny_imagenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        classification.main(["fit", *fast_args(tiny_imagenet, tmp_path, *extra)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ")
-    assert re.search(message, err[0]), err[0]
+    expect_one_sentence(classification.main, ["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)], message, capsys)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -86,38 +61,34 @@ def test_missing_split_file_is_named(tiny_dogs: Path, tmp_path: Path, capsys: py
     shutil.copytree(tiny_dogs, copy)
     (copy / "lists" / "train_list.mat").unlink()
     with pytest.raises(SystemExit):
-        fine_grained.main(["fit", *fast_args(copy, tmp_path / "runs")])
+        fine_grained.main(["fit", *tiny_run_args(copy, tmp_path / "runs")])
     assert "train_list.mat' does not exist" in capsys.readouterr().err
 
 
 def test_fine_tune_from_a_classification_checkpoint(tiny_imagenet: Path, tiny_dogs: Path, tmp_path: Path) -> None:
     """A backbone trained by one task is the starting point of another (3 -> 3 classes here)."""
-    classification.main(["fit", *fast_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
+    classification.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    fine_grained.main(["validate", *fast_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt))])
+    fine_grained.main(["validate", *tiny_run_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt))])
     assert "top1" in read_metrics(tmp_path / "b")["metrics"]
-
-
-def _cli(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", f"tasks.{module}", *args]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def test_killed_run_resumes_to_the_same_step(tiny_imagenet: Path, tmp_path: Path) -> None:
     """Kill a real training process mid-run, resume with --ckpt_path last, end at the same step."""
     common = ["--trainer.max_epochs", "4", "--checkpoint.every_n_train_steps", "2", "--trainer.log_every_n_steps", "1"]
     full = tmp_path / "full"
-    subprocess.run(_cli("classification", "fit", *fast_args(tiny_imagenet, full, *common)), env=_env(), check=True)
+    subprocess.run(
+        cli_command("classification", "fit", *tiny_run_args(tiny_imagenet, full, *common)),
+        env=subprocess_env(),
+        check=True,
+    )
     expected = torch.load(full / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
     assert expected == 12
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        _cli("classification", "fit", *fast_args(tiny_imagenet, killed, *common)),
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cli_command("classification", "fit", *tiny_run_args(tiny_imagenet, killed, *common)),
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
@@ -130,22 +101,22 @@ def test_killed_run_resumes_to_the_same_step(tiny_imagenet: Path, tmp_path: Path
     interrupted_at = torch.load(last, weights_only=False)["global_step"]
     assert 0 < interrupted_at < expected, "the run finished before it could be killed"
 
-    resume = fast_args(tiny_imagenet, killed, *common, "--ckpt_path", "last")
-    subprocess.run(_cli("classification", "fit", *resume), env=_env(), check=True)
+    resume = tiny_run_args(tiny_imagenet, killed, *common, "--ckpt_path", "last")
+    subprocess.run(cli_command("classification", "fit", *resume), env=subprocess_env(), check=True)
     assert torch.load(last, weights_only=False)["global_step"] == expected
 
 
 def test_ddp_two_processes_give_the_same_top1(tiny_dogs: Path, tmp_path: Path) -> None:
     """2-process CPU DDP (gloo) test of one checkpoint == 1-process test (9 images: uneven split)."""
     runs = tmp_path / "runs"
-    fine_grained.main(["fit", *fast_args(tiny_dogs, runs, "--trainer.max_epochs", "2")])
+    fine_grained.main(["fit", *tiny_run_args(tiny_dogs, runs, "--trainer.max_epochs", "2")])
     ckpt = str(runs / "checkpoints" / "last.ckpt")
     results = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):
         out = tmp_path / f"test{devices}"
-        args = fast_args(tiny_dogs, out, "--ckpt_path", ckpt, "--data.batch_size", "2")
+        args = tiny_run_args(tiny_dogs, out, "--ckpt_path", ckpt, "--data.batch_size", "2")
         args += ["--trainer.devices", devices, "--trainer.strategy", strategy]
-        subprocess.run(_cli("fine_grained", "test", *args), env=_env(), check=True, timeout=300)
+        subprocess.run(cli_command("fine_grained", "test", *args), env=subprocess_env(), check=True, timeout=300)
         results[devices] = read_metrics(out)["metrics"]
     assert results["2"]["top1"] == pytest.approx(results["1"]["top1"], abs=1e-6)
     assert results["2"]["top5"] == pytest.approx(results["1"]["top5"], abs=1e-6)
