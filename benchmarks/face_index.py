@@ -39,8 +39,11 @@ FACES_PER_IDENTITY = 10
 KIND_NAMES = {"flat": "IndexFlatIP (exact)", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexIVFPQ"}
 
 
-def synthetic_faces(count: int, queries: int, d: int = EMBEDDING_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` clustered unit vectors (identities x photos) and ``queries`` new photos of them."""
+def synthetic_faces(
+    count: int, queries: int, d: int = EMBEDDING_SIZE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` clustered unit vectors (face ``j`` is a photo of identity ``j % identities``), and
+    ``queries`` new photos of gallery identities with those identities."""
     rng = np.random.default_rng(seed)
     identities = max(1, count // FACES_PER_IDENTITY)
     centres = rng.standard_normal((identities, d), dtype=np.float32)
@@ -53,11 +56,14 @@ def synthetic_faces(count: int, queries: int, d: int = EMBEDDING_SIZE, seed: int
     gallery = np.concatenate(
         [photos(np.arange(s, min(s + 100_000, count)) % identities) for s in range(0, count, 100_000)]
     )
-    return gallery, photos(rng.integers(0, identities, queries))
+    owners = rng.integers(0, identities, queries)
+    return gallery, photos(owners), owners
 
 
-def measure_kind(kind: str, gallery: np.ndarray, queries: np.ndarray, exact: np.ndarray | None) -> dict[str, Any]:
-    """Build time, bytes per face, queries/s and recall@1 (vs ``exact``) of one index kind."""
+def measure_kind(
+    kind: str, gallery: np.ndarray, queries: np.ndarray, owners: np.ndarray, exact: np.ndarray | None
+) -> dict[str, Any]:
+    """Build time, bytes per face, queries/s, recall@1 (vs ``exact``) and identity@1 of one index kind."""
     model = {"embedding_size": gallery.shape[1], "checkpoint": "synthetic", "sha256": "", "resolution": 0}
     start = time.perf_counter()
     face_index = FaceIndex.create(kind, model, gallery, index_params(kind, len(gallery)))
@@ -76,6 +82,8 @@ def measure_kind(kind: str, gallery: np.ndarray, queries: np.ndarray, exact: np.
         "bytes_per_face": memory / len(gallery),
         "queries_per_s": len(queries) / search.median,
         "recall_at_1": recall,
+        # a face search answers "who is this": whether the best match is a photo of the query's identity
+        "identity_at_1": float(np.mean(found[:, 0] % max(1, len(gallery) // FACES_PER_IDENTITY) == owners)),
         "found": found[:, 0],
     }
 
@@ -83,17 +91,18 @@ def measure_kind(kind: str, gallery: np.ndarray, queries: np.ndarray, exact: np.
 def measure_indexes(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every kind on the same gallery; flat first, its answers are the exact ones."""
     progress(f"  generating {args.index_faces:,} synthetic faces and {args.index_queries} queries")
-    gallery, queries = synthetic_faces(args.index_faces, args.index_queries)
+    gallery, queries, owners = synthetic_faces(args.index_faces, args.index_queries)
     rows: list[dict[str, Any]] = []
     exact = None
     for kind in ("flat", "hnsw", "ivfpq"):
-        row = measure_kind(kind, gallery, queries, exact)
+        row = measure_kind(kind, gallery, queries, owners, exact)
         exact = row.pop("found") if exact is None else exact
         row.pop("found", None)
         rows.append(row)
         progress(
             f"  {kind:>6}: build {row['build_s']:7.1f} s, {row['queries_per_s']:9.0f} queries/s, "
-            f"recall@1 {row['recall_at_1']:.3f}, {row['bytes_per_face']:.0f} B/face"
+            f"recall@1 {row['recall_at_1']:.3f}, identity@1 {row['identity_at_1']:.3f}, "
+            f"{row['bytes_per_face']:.0f} B/face"
         )
     return rows
 
@@ -124,10 +133,15 @@ def print_results(rows: list[dict[str, Any]], embedding: dict[str, Any], threads
             fmt(r["bytes_per_face"], ".0f"),
             fmt(r["queries_per_s"], ",.0f"),
             fmt(r["recall_at_1"], ".3f"),
+            fmt(r["identity_at_1"], ".3f"),
         ]
         for r in rows
     ]
-    print(markdown_table(["index", "parameters", "build s", "bytes/face", "queries/s", "recall@1 vs exact"], table))
+    print(
+        markdown_table(
+            ["index", "parameters", "build s", "bytes/face", "queries/s", "recall@1 vs exact", "identity@1"], table
+        )
+    )
     print_heading(f"Face embedder {embedding['width']:g}-{embedding['resolution']}, batch {embedding['batch']}", 4)
     print(
         markdown_table(

