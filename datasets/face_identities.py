@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 from torchvision.transforms import v2
@@ -287,10 +288,9 @@ class FaceDataModule(TaskDataModule):
             )
         self.lfw_pairs = read_pairs(self.lfw_root) if self.lfw_root is not None else None
         if self.lfw_root is None:
-            print(
+            _say(
                 "No --data.lfw_root: validating on the held-out identities only (tar_at_far_1e-4 over all their "
-                "pairs); LFW metrics need LFW.",
-                flush=True,
+                "pairs); LFW metrics need LFW."
             )
 
     def demo_root(self) -> Path:
@@ -334,6 +334,12 @@ class FaceDataModule(TaskDataModule):
             num_replicas=replicas,
             rank=rank,
         )
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    """Print once (rank 0 under DDP)."""
+    print(message, flush=True)
 
 
 def batch_teacher(batch: dict[str, Any]) -> Tensor | None:
