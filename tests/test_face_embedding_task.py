@@ -142,3 +142,16 @@ def test_ddp_two_processes_give_the_same_metrics(
         results[devices] = read_metrics(out)["metrics"]
     for name in METRICS:
         assert results["2"][name] == pytest.approx(results["1"][name], abs=1e-6), name
+
+
+def test_ddp_fit_splits_the_pk_batches(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    """Under DDP the P x K sampler is kept (a DistributedSampler): 4 batches per epoch, 2 per rank."""
+    import torch
+
+    ids, lfw = faces
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = fast_args(ids, tmp_path, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "1")
+    args += ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    subprocess.run([sys.executable, "-m", "tasks.face_embedding", "fit", *args], env=env, check=True, timeout=300)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert set(read_metrics(tmp_path)["metrics"]) >= METRICS

@@ -256,7 +256,7 @@ def main(args: list[str] | None = None) -> None:
         task="face_embedding",
         monitor=MONITOR,
         resolution=128,
-        max_epochs=20,
+        default_steps=540,  # 20 epochs of the demo's 1728 training faces at batch 64
         callbacks=[EmbeddingWriter()],
         args=args,
     )
