@@ -32,7 +32,8 @@ from datasets.demo import announce_demo
 from datasets.face_identities import describe_eval_transform, face_eval_transform
 from datasets.images import PredictFolder, collate_with_info
 from tasks.face_embedding.index import KINDS, FaceIndex, file_sha256, index_params, sidecar
-from tasks.face_embedding.model import FaceEmbedder, load_face_embedder
+from tasks.face_embedding.model import FaceEmbedder
+from tasks.face_embedding.module import load_face_embedder
 from tasks.outputs import write_json_atomic, write_text_atomic
 
 RESULT_COLUMNS = ("query", "rank", "identity", "path", "similarity")

@@ -8,15 +8,9 @@ The paper's MobileNet student keeps that head (Table 14: "128-d L2-normalised em
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backbone.errors import BadInputError
 from backbone.mobilenet import Activation, MobileNetV1
 
 EMBEDDING_SIZE = 128  # FaceNet's embedding dimension (Section 4.3, "we use 128 dimensions")
@@ -45,35 +39,3 @@ class FaceEmbedder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         features = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
         return F.normalize(self.norm(self.bottleneck(self.dropout(features))), dim=1)
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint of this task (Lightning ``.ckpt``), or one sentence saying why it is not one."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BadInputError(f"The face embedding checkpoint {str(path)!r} does not exist.")
-    try:
-        # weights_only: opening a checkpoint must not be able to run code.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise BadInputError(f"Could not read {str(path)!r} as a checkpoint: {error}") from None
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if "embedding_size" not in hparams or "state_dict" not in checkpoint:
-        raise BadInputError(
-            f"{str(path)!r} is not a checkpoint of tasks.face_embedding (it has no embedding_size hyper-parameter)."
-        )
-    return checkpoint
-
-
-def load_face_embedder(path: str | os.PathLike[str]) -> tuple[FaceEmbedder, dict[str, Any]]:
-    """The embedder of a ``tasks.face_embedding`` checkpoint (eval mode) and its hyper-parameters."""
-    checkpoint = read_checkpoint(path)
-    hparams = dict(checkpoint["hyper_parameters"])
-    model = FaceEmbedder(
-        hparams.get("width", 1.0),
-        hparams["embedding_size"],
-        activation=hparams.get("activation", "relu6"),
-    )
-    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.eval(), hparams

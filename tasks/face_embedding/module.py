@@ -15,6 +15,7 @@ gathered from every rank (each image once) and scored once. The best checkpoint 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
 from backbone.weights import load_backbone_weights
 from datasets.face_identities import SOURCE_HELDOUT, SOURCE_LFW, FaceImages, batch_teacher
+from tasks import checkpoints
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.distributed import broadcast_from_zero, gather_objects
 from tasks.face_embedding.losses import TRIPLET_MARGIN, distillation_loss, triplet_semihard_loss
 from tasks.face_embedding.metrics import lfw_metrics, tar_at_far
-from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder, load_face_embedder
+from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
 from tasks.outputs import atomic_path
 
 MONITOR, FALLBACK_MONITOR = "lfw_accuracy", "tar_at_far_1e-4"
@@ -226,6 +228,35 @@ class FaceEmbeddingModule(TaskModule):
             {"path": info["path"], "index": int(info["index"]), "embedding": vector}
             for info, vector in zip(infos, embeddings, strict=True)
         ]
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint of this task (Lightning ``.ckpt``), or one sentence saying why it is not one."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInputError(f"The face embedding checkpoint {str(path)!r} does not exist.")
+    checkpoint = checkpoints.read_checkpoint(str(path))
+    task = (checkpoint.get(checkpoints.STAMP_KEY) or {}).get("task", "face_embedding")
+    if task != "face_embedding" or "embedding_size" not in (checkpoint.get("hyper_parameters") or {}):
+        raise BadInputError(
+            f"{str(path)!r} is not a checkpoint of tasks.face_embedding (it was written by {task}); "
+            "give one written by 'python -m tasks.face_embedding fit'."
+        )
+    return checkpoint
+
+
+def load_face_embedder(path: str | os.PathLike[str]) -> tuple[FaceEmbedder, dict[str, Any]]:
+    """The embedder of a ``tasks.face_embedding`` checkpoint (eval mode) and its hyper-parameters."""
+    checkpoint = read_checkpoint(path)
+    hparams = dict(checkpoint["hyper_parameters"])
+    model = FaceEmbedder(
+        hparams.get("width", 1.0),
+        hparams["embedding_size"],
+        activation=hparams.get("activation", "relu6"),
+    )
+    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval(), hparams
 
 
 def write_roc_png(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
