@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,13 @@ import torch
 from benchmarks.__main__ import main, parse_args
 
 
-@pytest.fixture()
-def keep_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_quick_face_index_section(tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_threads: None) -> None:
+def test_quick_face_index_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json = tmp_path / "face.json"
-    results = main(["--quick", "--section", "face_index", "--json", str(out_json)])
+    threads = torch.get_num_threads()
+    try:
+        results = main(["--quick", "--section", "face_index", "--json", str(out_json)])
+    finally:  # the quick mode runs on one thread; the rest of the session keeps its threads
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     table = [line for line in printed.splitlines() if line.startswith("| ")]
     assert any(line.startswith("| index | parameters | build s | bytes/face | queries/s | recall@1") for line in table)
