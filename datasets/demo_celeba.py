@@ -3,10 +3,10 @@
 ``ensure_celeba_demo()`` writes (once, through ``datasets.demo.build_once``) what a CelebA
 download holds, at CelebA's aligned image size (178 x 218)::
 
-    celeba-v1/img_align_celeba/000001.jpg ...     1800 faces: 1200 train, 300 val, 300 test
-    celeba-v1/list_attr_celeba.txt                count line, 10 names, rows of -1/1 (CelebA's padding)
-    celeba-v1/list_eval_partition.txt             0/1/2 per image
-    celeba-v1/unlabelled/u00001.jpg ...           1200 more faces without labels (--data.unlabelled_root)
+    celeba-v2/img_align_celeba/000001.jpg ...     1800 faces: 1200 train, 300 val, 300 test
+    celeba-v2/list_attr_celeba.txt                count line, 10 names, rows of -1/1 (CelebA's padding)
+    celeba-v2/list_eval_partition.txt             0/1/2 per image
+    celeba-v2/unlabelled/u00001.jpg ...           1200 more faces without labels (--data.unlabelled_root)
 
 The ten attributes keep CelebA's names and are drawn as marks a small network must find: glasses
 (two rims and a bridge), a hat band, a moustache stroke, blond hair, a smiling (curved) mouth,
@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from datasets.attribute_files import ATTRIBUTE_FILE, IMAGE_FOLDER, PARTITION_FILE, PARTITIONS
 from datasets.demo import build_once
 
-DEMO_NAME = "celeba-v1"
+DEMO_NAME = "celeba-v2"
 UNLABELLED_FOLDER = "unlabelled"
 WIDTH, HEIGHT = 178, 218  # CelebA's aligned images
 MARGIN = 40  # canvas border (2x pixels) cropped off after the rotation
@@ -52,8 +52,8 @@ Colour = tuple[int, int, int]
 
 
 def _mark_strength(rng: np.random.Generator) -> float:
-    """Opacity of a positive mark: mostly clear, a quarter faint (0.35-0.6)."""
-    return float(rng.uniform(0.35, 0.6) if rng.random() < 0.25 else rng.uniform(0.7, 1.0))
+    """Opacity of a positive mark: mostly clear, one in five faint (0.45-0.65)."""
+    return float(rng.uniform(0.45, 0.65) if rng.random() < 0.2 else rng.uniform(0.75, 1.0))
 
 
 def _background(rng: np.random.Generator) -> Image.Image:
@@ -123,12 +123,12 @@ def _rosy_cheeks(draw: ImageDraw.ImageDraw, f: Face, rng: np.random.Generator) -
 
 
 def _mustache(draw: ImageDraw.ImageDraw, f: Face, rng: np.random.Generator) -> None:
-    y, half = f.mouth_y - 10 * f.s, 0.3 * f.fw
-    draw.line((f.cx - half, y, f.cx + half, y), fill=_random_colour(rng, 10, 60), width=int(5 * f.s))
+    y, half = f.mouth_y - 11 * f.s, 0.36 * f.fw
+    draw.line((f.cx - half, y, f.cx + half, y), fill=_random_colour(rng, 10, 60), width=int(7 * f.s))
 
 
 def _eyeglasses(draw: ImageDraw.ImageDraw, f: Face, rng: np.random.Generator) -> None:
-    rim, width = _random_colour(rng, 0, 90), int(2.5 * f.s)
+    rim, width = _random_colour(rng, 0, 70), int(4 * f.s)
     for k in (-1, 1):
         x = f.cx + k * f.eye_dx
         draw.rectangle((x - 14 * f.s, f.eye_y - 9 * f.s, x + 14 * f.s, f.eye_y + 9 * f.s), outline=rim, width=width)
@@ -139,7 +139,7 @@ def _earrings(draw: ImageDraw.ImageDraw, f: Face, rng: np.random.Generator) -> N
     shine = [(250, 215, 60), (235, 235, 245), (60, 200, 230)][int(rng.integers(3))]
     for k in (-1, 1):
         x = f.cx + k * f.fw
-        draw.ellipse((x - 3.5 * f.s, f.ear_y + 14 * f.s, x + 3.5 * f.s, f.ear_y + 21 * f.s), fill=shine)
+        draw.ellipse((x - 5 * f.s, f.ear_y + 13 * f.s, x + 5 * f.s, f.ear_y + 23 * f.s), fill=shine)
 
 
 def _hat(draw: ImageDraw.ImageDraw, f: Face, rng: np.random.Generator) -> None:
@@ -166,7 +166,7 @@ def _hair_colour(blond: bool, rng: np.random.Generator) -> Colour:
 
 def _draw_head(draw: ImageDraw.ImageDraw, f: Face, on: dict[str, bool], rng: np.random.Generator) -> None:
     """Hair, ears, face, bangs, eyes, brows, nose and mouth: the marks that change shape or colour."""
-    tone = rng.uniform(215, 250) if on["Pale_Skin"] else rng.uniform(120, 222)
+    tone = rng.uniform(222, 252) if on["Pale_Skin"] else rng.uniform(110, 215)
     skin = (int(tone), int(tone * rng.uniform(0.78, 0.88)), int(tone * rng.uniform(0.62, 0.75)))
     hair = _hair_colour(on["Blond_Hair"], rng)
     cx, cy, fw, fh, s = f.cx, f.cy, f.fw, f.fh, f.s
@@ -187,7 +187,7 @@ def _draw_head(draw: ImageDraw.ImageDraw, f: Face, on: dict[str, bool], rng: np.
     mouth = lipstick if on["Wearing_Lipstick"] else _scaled(skin, 0.72)
     half = 0.36 * fw * float(rng.uniform(0.85, 1.15))
     if on["Smiling"]:
-        bend = float(rng.uniform(5, 10)) * s
+        bend = float(rng.uniform(8, 14)) * s
         box = (cx - half, f.mouth_y - bend * 1.6, cx + half, f.mouth_y + bend)
         draw.arc(box, 15, 165, fill=mouth, width=int(3.5 * s))
     else:
@@ -212,7 +212,7 @@ def draw_face(labels: np.ndarray, rng: np.random.Generator) -> Image.Image:
     image = image.resize((WIDTH, HEIGHT), Image.LANCZOS)
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.2))))
-    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.75, 1.15) + rng.uniform(-20, 20)
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.85, 1.1) + rng.uniform(-15, 15)
     pixels += rng.normal(0, 7, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
@@ -257,5 +257,5 @@ def write_celeba_demo(
 
 
 def ensure_celeba_demo(root: Path | None = None) -> Path:
-    """The CelebA-layout demo set (generated on first use): ``<root or demo cache>/celeba-v1``."""
+    """The CelebA-layout demo set (generated on first use): ``<root or demo cache>/celeba-v2``."""
     return build_once(DEMO_NAME, write_celeba_demo, root)

@@ -58,33 +58,29 @@ def test_splits_follow_the_partition_file(tiny_celeba: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("file", "edit", "message"),
     [
-        (lambda t: t.replace("000003.jpg", "000003.jpg  1", 1), r"line 5 has 11 values for '000003.jpg'; expected 10"),
-        (lambda t: re.sub(r"(000004\.jpg\s+)-?1", r"\g<1>0", t), r"line 6 has the value '0'; expected -1 or 1"),
-        (lambda t: t.replace("28\n", "29\n", 1), r"declares 29 images on line 1 but lists 28"),
-        (lambda t: "Bangs Smiling\n" + t, r"line 1 should be the number of images"),
+        (
+            ATTRIBUTE_FILE,
+            lambda t: t.replace("000003.jpg", "000003.jpg 1", 1),
+            r"line 5 has 11 values for '000003.jpg'; expected 10",
+        ),
+        (
+            ATTRIBUTE_FILE,
+            lambda t: re.sub(r"(000004\.jpg\s+)-?1", r"\g<1>0", t),
+            r"line 6 has the value '0'; expected -1 or 1",
+        ),
+        (ATTRIBUTE_FILE, lambda t: t.replace("28\n", "29\n", 1), r"declares 29 images on line 1 but lists 28"),
+        (ATTRIBUTE_FILE, lambda t: "Bangs Smiling\n" + t, r"line 1 should be the number of images"),
+        (PARTITION_FILE, lambda t: t.replace("000005.jpg 0", "000005.jpg 3"), r"line 5 should be '<image> 0\|1\|2'"),
+        (PARTITION_FILE, lambda t: t.replace("000005.jpg 0\n", ""), r"'000005.jpg' has attributes but no partition"),
+        (PARTITION_FILE, lambda t: t + "999999.jpg 1\n", r"'999999.jpg' has a partition but no attributes"),
     ],
 )
-def test_bad_attribute_file_names_the_line(tiny_celeba: Path, tmp_path: Path, edit, message: str) -> None:
+def test_bad_list_file_names_the_line(tiny_celeba: Path, tmp_path: Path, file: str, edit, message: str) -> None:
+    """A malformed attribute file, or a partition file that does not match it."""
     root = copy_of(tiny_celeba, tmp_path)
-    path = root / ATTRIBUTE_FILE
-    path.write_text(edit(path.read_text()))
-    with pytest.raises(BadInputError, match=message):
-        data(root)
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda t: t.replace("000005.jpg 0", "000005.jpg 3"), r"line 5 should be '<image> 0\|1\|2'"),
-        (lambda t: t.replace("000005.jpg 0\n", ""), r"the image '000005.jpg' has attributes but no partition"),
-        (lambda t: t + "999999.jpg 1\n", r"the image '999999.jpg' has a partition but no attributes"),
-    ],
-)
-def test_partition_file_must_match(tiny_celeba: Path, tmp_path: Path, edit, message: str) -> None:
-    root = copy_of(tiny_celeba, tmp_path)
-    path = root / PARTITION_FILE
+    path = root / file
     path.write_text(edit(path.read_text()))
     with pytest.raises(BadInputError, match=message):
         data(root)

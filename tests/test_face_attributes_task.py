@@ -4,33 +4,32 @@ bad input, and a 2-process DDP run scored like a 1-process one."""
 from __future__ import annotations
 
 import csv
-import json
-import os
-import re
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from datasets.attribute_files import ATTRIBUTE_FILE, read_attributes_csv
 from tasks.face_attributes import module as face_attributes
+from tests.probes import cli_command, expect_one_sentence, one_torch_thread, read_metrics, subprocess_env, tiny_run_args
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    yield from one_torch_thread()
+
+
 def fast_args(root: Path, runs: Path, *extra: str, width: str = "0.25", resolution: str = "32") -> list[str]:
-    return [
-        "--data.root", str(root), "--backbone", width, "--resolution", resolution,
-        "--data.batch_size", "4", "--data.num_workers", "0",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.default_root_dir", str(runs), *extra,
-    ]  # fmt: skip
+    """A tiny run (tests.probes) at this task's sizes, without the sanity validation."""
+    sizes = {"width": float(width), "resolution": int(resolution), "batch_size": 4}
+    return tiny_run_args(root, runs, "--trainer.num_sanity_val_steps", "0", *extra, **sizes)
 
 
 def newest_log_dir(runs: Path) -> Path:
@@ -38,7 +37,7 @@ def newest_log_dir(runs: Path) -> Path:
 
 
 def metrics(runs: Path) -> dict[str, float]:
-    return json.loads((newest_log_dir(runs) / "metrics.json").read_text())["metrics"]
+    return read_metrics(runs)["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +108,7 @@ def read_names(root: Path) -> list[str]:
 def test_bad_input_is_one_sentence(
     extra: list[str], message: str, tiny_celeba: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        face_attributes.main(["fit", *fast_args(tiny_celeba, tmp_path, *extra)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ")
-    assert re.search(message, err[0]), err[0]
+    expect_one_sentence(face_attributes.main, ["fit", *fast_args(tiny_celeba, tmp_path, *extra)], message, capsys)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -122,11 +116,8 @@ def test_unlabelled_images_need_a_teacher(
     tiny_celeba: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = fast_args(tiny_celeba, tmp_path, "--data.unlabelled_root", str(tiny_celeba / "unlabelled"))
-    with pytest.raises(SystemExit):
-        face_attributes.main(["fit", *args])
-    assert "have no labels; they need a teacher (--model.teacher CKPT or --data.teacher_outputs FILE)" in (
-        capsys.readouterr().err
-    )
+    expected = r"have no labels; they need a teacher \(--model.teacher CKPT or --data.teacher_outputs FILE\)"
+    expect_one_sentence(face_attributes.main, ["fit", *args], expected, capsys)
 
 
 def test_a_checkpoint_of_another_task_is_refused_as_teacher(
@@ -135,21 +126,12 @@ def test_a_checkpoint_of_another_task_is_refused_as_teacher(
     ckpt = tmp_path / "detector.ckpt"
     hparams = {"_class_path": "tasks.detection.module.DetectionModule", "num_classes": 5, "width": 0.25}
     torch.save({"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": hparams}, ckpt)
-    with pytest.raises(SystemExit):
-        face_attributes.main(["fit", *fast_args(tiny_celeba, tmp_path / "runs", "--model.teacher", str(ckpt))])
-    err = capsys.readouterr().err.strip()
-    assert err == (
+    args = ["fit", *fast_args(tiny_celeba, tmp_path / "runs", "--model.teacher", str(ckpt))]
+    line = expect_one_sentence(face_attributes.main, args, "holds a tasks.detection", capsys)
+    assert line == (
         f"error: The teacher checkpoint '{ckpt}' holds a tasks.detection.module.DetectionModule model, "
         "not a face-attributes model; give a checkpoint written by 'python -m tasks.face_attributes fit'."
     )
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tasks.face_attributes", *args]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -205,14 +187,29 @@ def test_ddp_two_processes_give_the_same_mean_ap(teacher: Path, teacher_outputs:
     Batches of one image make every score bit-identical in both runs (a barely trained model's
     scores are near ties, which another batch composition could reorder in the last bit)."""
     ckpt = str(teacher / "checkpoints" / "last.ckpt")
-    results = {}
-    for devices, strategy in (("1", "auto"), ("2", "ddp")):
-        out = teacher.parent / f"ddp{devices}"
-        args = fast_args(tiny_celeba, out, "--ckpt_path", ckpt, "--data.batch_size", "1", "--data.teacher_outputs",
-                         str(teacher_outputs), width="0.5", resolution="48")  # fmt: skip
-        args += ["--trainer.devices", devices, "--trainer.strategy", strategy]
-        subprocess.run(_cli("validate", *args), env=_env(), check=True, timeout=300, capture_output=True)
-        results[devices] = metrics(out)
-    assert set(results["2"]) == set(results["1"])
-    for name, value in results["1"].items():
-        assert results["2"][name] == pytest.approx(value, abs=1e-6), name
+    common = ["--ckpt_path", ckpt, "--data.batch_size", "1", "--data.teacher_outputs", str(teacher_outputs)]
+    single, double = teacher.parent / "ddp1", teacher.parent / "ddp2"
+    face_attributes.main(["validate", *fast_args(tiny_celeba, single, *common, width="0.5", resolution="48")])
+    args = fast_args(tiny_celeba, double, *common, "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                     width="0.5", resolution="48")  # fmt: skip
+    command = cli_command("face_attributes", "validate", *args)
+    subprocess.run(command, env=subprocess_env(), check=True, timeout=300, capture_output=True)
+    one, two = metrics(single), metrics(double)
+    assert set(two) == set(one) and "emulation_ce" in one
+    for name, value in one.items():
+        assert two[name] == pytest.approx(value, abs=1e-6), name
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "face_attributes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_configs_parse(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every Table 12 row parses; students have no weight decay and no early stopping."""
+    with pytest.raises(SystemExit) as exit_info:
+        face_attributes.main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    if config.stem.startswith("student_"):
+        width, resolution = config.stem.split("_")[1:]
+        assert resolved["backbone"] == float(width) and resolved["resolution"] == int(resolution)
+        assert resolved["model"]["weight_decay"] == 0.0 and resolved["model"]["hard_label_weight"] == 0.0
+        callbacks = resolved["trainer"].get("callbacks") or []
+        assert not any("EarlyStopping" in str(c) for c in callbacks)
