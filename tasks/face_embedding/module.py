@@ -5,7 +5,7 @@
     python -m tasks.face_embedding fit --data.root IDS --model.teacher facenet.ckpt --model.triplet_weight 0
     python -m tasks.face_embedding test --ckpt_path last --data.lfw_root /data/lfw
     python -m tasks.face_embedding predict --ckpt_path last --data.predict_dir photos/   # embeddings.npy + paths.txt
-    python -m tasks.face_embedding index build|add|remove|search ...     # the faiss face index (index.py)
+    python -m tasks.face_embedding index build|add|remove|search ...     # the faiss face index (index_cli.py)
 
 Validation and test log ``lfw_accuracy``, ``lfw_accuracy_std`` and ``val_at_far_1e-3`` on LFW
 (``metrics.py``), and ``tar_at_far_1e-4`` over all pairs of the held-out identities; embeddings are
