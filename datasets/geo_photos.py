@@ -280,7 +280,7 @@ class GeoPhotosDataModule(TaskDataModule):
         rank_zero_info(
             f"Partition: {len(fine)} S2 cells (levels {levels.min()}-{levels.max()}) holding "
             f"{int(fine.counts.sum())} of {len(train)} training photos (T1 = {t1}, T2 = {t2}). "
-            + (f"coarser partitions: {[len(p) for p in coarse]} cells. " if coarse else "")
+            + (f"Coarser partitions: {[len(p) for p in coarse]} cells. " if coarse else "")
             + "Photos outside the cells are not used for training."
         )
         return partitions

@@ -205,3 +205,24 @@ def test_hierarchy_multiplies_each_cells_probability_by_its_ancestors() -> None:
     expected = fine.softmax(1) * coarse.softmax(1)[:, parents[0]]
     assert torch.allclose(hierarchical_log_probs([coarse, fine], parents).exp(), expected, atol=1e-6)
     assert torch.allclose(hierarchical_log_probs([fine], parents[:0]), fine.log_softmax(1))
+
+
+def test_data_module_labels_photos_with_the_given_cells(tmp_path: Path) -> None:
+    from datasets.demo_geo import write_geo_demo
+    from datasets.geo_photos import GeoPhotosDataModule
+
+    write_geo_demo(tmp_path, train=40, test=3, size=32)
+    table = read_geo_csv(tmp_path / "train.csv")
+    cells = build_partition(table.lat, table.lon, 8, 3)
+    with (tmp_path / "cells.csv").open("w") as handle:
+        cells.write_csv(handle)
+    data = GeoPhotosDataModule(str(tmp_path), cells=str(tmp_path / "cells.csv"), val_share=0.25, resolution=32)
+    assert data.num_cells == len(cells) and data.coarse_num_cells == []
+    train, val = data.split_tables()
+    assert len(train) == 30 and len(val) == 10 and not set(train.ids.tolist()) & set(val.ids.tolist())
+    labels = cells.assign(train.lat, train.lon)
+    dataset = data.train_dataset()
+    assert len(dataset) == int((labels >= 0).sum())  # photos outside the cells are not trained on
+    assert dataset.cells[:, -1].tolist() == labels[labels >= 0].tolist()
+    image, target = dataset[0]
+    assert image.shape == (3, 32, 32) and int(target["cells"][-1]) == labels[labels >= 0][0]

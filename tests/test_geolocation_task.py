@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import s2sphere
 import torch
 
 from datasets.demo_geo import write_geo_demo
@@ -84,6 +85,18 @@ def test_fit_test_predict_with_the_partition_from_the_checkpoint(tiny_geo: Path,
     # the predicted location is the centroid of the top cell's training photos
     centroids = {line.split(",")[0]: line.split(",")[2:4] for line in cells_csv[1:]}
     assert [f"{float(v):.6f}" for v in centroids[rows[0]["cell_1"]]] == [rows[0]["lat"], rows[0]["lon"]]
+
+    # a folder of photos (recursively), with the cell's own center as the location
+    folder = ["--data.predict_dir", str(data / "images"), "--model.predict_location", "center"]
+    geolocation.main(["predict", *fast_args(data, runs, "--ckpt_path", str(ckpt), *folder)])
+    with newest(runs, "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(list((data / "images").rglob("*.jpg"))) == 69
+    assert all(row["path"].startswith(str(data / "images")) for row in rows)
+    top = s2sphere.CellId.from_token(rows[0]["cell_1"]).to_lat_lng()
+    assert [float(rows[0]["lat"]), float(rows[0]["lon"])] == pytest.approx(
+        [top.lat().degrees, top.lng().degrees], abs=1e-6
+    )
 
 
 def test_hierarchy_of_partitions_trains_and_tests_from_its_checkpoint(tiny_geo: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from torch import Tensor
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
 from datasets.geo_partition import Partition
+from datasets.s2cells import to_tokens
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.geolocation.metrics import METRIC_NAMES, GreatCircleAccuracy
@@ -111,8 +112,7 @@ class GeolocationModule(TaskModule):
             self.cell_parents[level].copy_(torch.from_numpy(coarse.containing(fine)))
 
     def cell_tokens(self, rows: Sequence[int]) -> list[str]:
-        from datasets.s2cells import to_tokens
-
+        """S2 tokens of the cells at ``rows``."""
         return to_tokens(self.cell_ids[list(rows)].cpu().numpy().view(np.uint64))
 
     def setup(self, stage: str) -> None:
