@@ -120,9 +120,9 @@ def write_csv(path: Path, lat: np.ndarray, lon: np.ndarray) -> Path:
 
 def test_csv_columns_by_name_and_extra_columns_ignored(tmp_path: Path) -> None:
     path = tmp_path / "mp16.csv"
-    path.write_text('LON,AUTHOR,IMG_ID,lat\n2.35,"a, b",x/1.jpg,48.85\n\n-179.5,c,y/2.jpg,-17\n')
+    path.write_bytes(b'LON,AUTHOR,IMG_ID,lat\r\n2.35,"a, b",x/#1.jpg,48.85\r\n\r\n-179.5,c,y/2.jpg,-17\r\n')
     table = read_geo_csv(path)
-    assert table.ids.tolist() == [b"x/1.jpg", b"y/2.jpg"]
+    assert table.ids.tolist() == [b"x/#1.jpg", b"y/2.jpg"]
     assert table.lat.tolist() == [48.85, -17.0] and table.lon.tolist() == [2.35, -179.5]
 
 
