@@ -47,7 +47,8 @@ def write_error_curve(errors_km: np.ndarray, path: str | os.PathLike[str]) -> Pa
     for km in THRESHOLDS_KM.values():
         value = float((ordered <= km).mean()) if len(ordered) else 0.0
         axes.axvline(km, color="grey", linewidth=0.6, linestyle=":")
-        axes.annotate(f"{value:.0%}", (km, value), textcoords="offset points", xytext=(3, -10), fontsize=8)
+        below = (3, -10) if value > 0.1 else (3, 4)  # clear of the x-axis labels
+        axes.annotate(f"{value:.0%}", (km, value), textcoords="offset points", xytext=below, fontsize=8)
         axes.plot([km], [value], "o", color="tab:blue", markersize=3)
     axes.set_xscale("log")
     axes.set_xlim(distances[0], distances[-1])
