@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datasets.images import PredictFolder
 from tasks.distributed import gather_objects
-from tasks.optim import steps_per_epoch
+from tasks.optim import steps_per_epoch, time_budget_fraction
 from tasks.outputs import write_json_atomic
 
 
@@ -108,25 +108,54 @@ class ValidationPlan(Callback):
     Lightning validates every epoch by default: on a small set (a 15-step epoch) that is a large
     share of the run, while on ImageNet it is rare. When the user sets neither
     ``--trainer.val_check_interval`` nor ``--trainer.check_val_every_n_epoch`` (the CLI decides,
-    ``enabled``), a run of known length validates every ``max(1 epoch, total / times)`` steps,
-    and at its final step (``should_stop`` makes Lightning validate before it stops), so the
-    last checkpoint is always a scored one. A run bounded by ``max_time`` alone keeps Lightning's
-    per-epoch validation; its stop at the time limit is validated the same way.
+    ``enabled``), a run validates every ``max(1 epoch, expected steps / times)`` steps, and at its
+    final step (``should_stop`` makes Lightning validate before it stops), so the last checkpoint
+    is always a scored one. The expected steps are the run's ``max_steps``/``max_epochs``; under
+    ``--trainer.max_time`` they are also estimated from the pace so far (the steps done over the
+    share of the budget used), first after ``probe_steps`` steps and again after every
+    validation, and the smaller count is planned for. The stop at the time limit is validated too.
     """
 
-    def __init__(self, times: int = 10) -> None:
+    def __init__(self, times: int = 10, probe_steps: int = 10) -> None:
         self.times = times
+        self.probe_steps = probe_steps
         self.enabled = False
         self._total = math.inf
+        self._budget: Callable[[], float] | None = None
+        self._first_step = 0
+        self._probe_at: int | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._total = float(trainer.estimated_stepping_batches)
-        if not self.enabled or not math.isfinite(self._total):
-            return
-        every = max(steps_per_epoch(trainer), math.ceil(self._total / self.times))
+        self._budget = time_budget_fraction(trainer)
+        self._first_step = trainer.global_step  # a resumed run's pace counts its own steps
+        if not self.enabled or (self._budget is None and not math.isfinite(self._total)):
+            return  # the user's plan, or an unbounded run: Lightning's per-epoch validation
         trainer.check_val_every_n_epoch = None  # count batches across epochs, not within one
-        trainer.val_check_batch = every * trainer.accumulate_grad_batches
+        self._plan(trainer, self._total)
+        if self._budget is not None:
+            self._probe_at = trainer.global_step + self.probe_steps
+
+    def _plan(self, trainer: Trainer, expected_steps: float) -> None:
+        per_epoch = steps_per_epoch(trainer)
+        every = per_epoch if not math.isfinite(expected_steps) else math.ceil(expected_steps / self.times)
+        trainer.val_check_batch = max(per_epoch, every) * trainer.accumulate_grad_batches
+
+    def _replan_by_pace(self, trainer: Trainer) -> None:
+        """Under max_time: plan for the steps the budget will allow at the pace so far."""
+        assert self._budget is not None
+        used = self._budget()
+        done = trainer.global_step - self._first_step
+        if used > 0 and done > 0:
+            self._plan(trainer, min(self._total, trainer.global_step + done * (1.0 - used) / used))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.enabled and self._budget is not None and not trainer.sanity_checking and trainer.training:
+            self._replan_by_pace(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self._probe_at is not None and trainer.global_step >= self._probe_at:
+            self._probe_at = None
+            self._replan_by_pace(trainer)
         if trainer.global_step >= self._total:
             trainer.should_stop = True  # the last step: Lightning validates, then stops

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 import torch
 
 from tasks import classification
+from tasks.callbacks import ValidationPlan
 from tasks.optim import warmup_cosine
 from tests.probes import checkpoint_step, read_metrics, tiny_run_args
 
@@ -63,7 +66,31 @@ def test_max_time_alone_runs_and_ends_validated(tiny_imagenet: Path, tmp_path: P
     args = tiny_run_args(tiny_imagenet, tmp_path, "--trainer.max_time", "00:00:00:06", "--trainer.max_epochs", "-1")
     classification.main(["fit", *args])
     final = _last_step(tmp_path)
-    assert final > 0 and _validated_steps(tmp_path)[-1] == final
+    validated = _validated_steps(tmp_path)
+    assert final > 0 and validated[-1] == final
+    # Planned by pace (about 10 validations + the last one), not every 3-step epoch.
+    assert len(validated) <= 13, validated
+
+
+def test_time_budget_plans_validation_by_pace() -> None:
+    """Under max_time the steps the budget allows are estimated from the pace so far."""
+    trainer = SimpleNamespace(
+        estimated_stepping_batches=math.inf, global_step=0, accumulate_grad_batches=1, num_training_batches=3,
+        check_val_every_n_epoch=1, val_check_batch=3, callbacks=[],
+    )  # fmt: skip
+    plan = ValidationPlan(times=10, probe_steps=10)
+    plan.enabled = True
+    used = {"share": 0.0}
+    with patch("tasks.callbacks.time_budget_fraction", return_value=lambda: used["share"]):
+        plan.on_train_start(trainer, None)  # type: ignore[arg-type]
+    assert trainer.check_val_every_n_epoch is None and trainer.val_check_batch == 3  # an epoch until the probe
+    trainer.global_step, used["share"] = 10, 0.05  # 10 steps in 5% of the budget: 200 expected
+    plan.on_train_batch_end(trainer, None)  # type: ignore[arg-type]
+    assert trainer.val_check_batch == 20
+    trainer.global_step, used["share"] = 20, 0.25  # slower since (validation, a loaded machine): 80
+    trainer.sanity_checking, trainer.training = False, True
+    plan.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert trainer.val_check_batch == 8
 
 
 def test_warmup_is_counted_from_the_real_steps_per_epoch(tiny_imagenet: Path, tmp_path: Path) -> None:
