@@ -1,0 +1,114 @@
+"""Issue 12's ablation in one command: the minimal SSD loop, one project choice at a time, and the task.
+
+    python scripts/detection_ablation.py --steps 400 --json runs/detection-ablation.json
+    python scripts/detection_ablation.py --table runs/detection-ablation.json     # print it again
+
+Every variant trains SSD300 at ``--width`` for exactly ``--steps`` optimizer steps (batch 16) on
+the second generated set (``datasets.demo_coco_shapes``; ``--root`` for another), each in its own
+process, one after the other, then is scored on val (COCO mAP). The loop variants are
+``scripts/detection_minimal_loop.py`` with one switch each; ``task`` is ``python -m
+tasks.detection fit --trainer.max_steps STEPS`` with every default. The table gives mAP and
+mAP@0.5 of each, and the loop's weights under the other evaluation settings (no retraining).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, what it changes, arguments of scripts/detection_minimal_loop.py); None: the task's fit.
+VARIANTS: dict[str, tuple[str, list[str] | None]] = {
+    "loop": ("the minimal loop (PIL, flip, torchvision's resize, SGD 0.05 constant, decay on all)", []),
+    "pipeline": ("+ the project's data (cv2 read, albumentations flip + resize)", ["--pipeline", "project"]),
+    "cosine": ("+ 1 epoch warm-up, cosine to 0 at the last step", ["--schedule", "warmup_cosine"]),
+    "groups": ("+ no decay on BN, biases, depthwise; shuffled epochs", ["--decay", "groups", "--sampling", "epochs"]),
+    "all": ("all four project choices, in the loop", ["--pipeline", "project", "--schedule", "warmup_cosine",
+                                                      "--decay", "groups", "--sampling", "epochs"]),
+    "task": ("python -m tasks.detection fit, every default", None),
+}  # fmt: skip
+
+
+def run_variant(name: str, args: argparse.Namespace, root: str) -> dict[str, Any]:
+    """Train and score one variant in a subprocess; its record (mAP, mAP50, steps, seconds)."""
+    _, switches = VARIANTS[name]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="det-ablation-") as tmp:
+        if switches is None:
+            command = [sys.executable, "-m", "tasks.detection", "fit", "--data.root", root]
+            command += ["--backbone", str(args.width)]
+            command += ["--trainer.max_steps", str(args.steps), "--seed_everything", str(args.seed)]
+            command += ["--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false"]
+            subprocess.run(command, check=True, cwd=ROOT, env=env)
+            metrics = json.loads(max(Path(tmp).glob("lightning_logs/version_*/metrics.json")).read_text())
+            evals = {"project (0.01, NMS 0.6, 100)": metrics["metrics"]}
+            steps = int(metrics["global_step"])
+        else:
+            out = Path(tmp) / "record.json"
+            command = [sys.executable, str(ROOT / "scripts" / "detection_minimal_loop.py"), "--root", root]
+            command += ["--steps", str(args.steps), "--width", str(args.width), "--seed", str(args.seed)]
+            command += ["--json", str(out), *switches]
+            subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+            record = json.loads(out.read_text())[0]
+            evals, steps = record["eval"], int(record["steps"])
+    seconds = time.perf_counter() - start
+    return {"variant": name, "steps": steps, "seconds": seconds, "seed": args.seed, "root": root, "eval": evals}
+
+
+def table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one row per variant (mAP and mAP@0.5 under the project's evaluation settings),
+    then the loop's weights scored under each evaluation setting."""
+    lines = ["| variant | change | steps | mAP | mAP@0.5 |", "|---|---|---|---|---|"]
+    for r in records:
+        stats = next(iter(r["eval"].values()))  # the project's settings come first
+        change = VARIANTS.get(r["variant"], ("?", None))[0]
+        lines.append(f"| {r['variant']} | {change} | {r['steps']} | {stats['mAP']:.3f} | {stats['mAP50']:.3f} |")
+    loop = next((r for r in records if r["variant"] == "loop"), None)
+    if loop is not None and len(loop["eval"]) > 1:
+        lines += ["", "| the loop's weights, evaluated with | mAP | mAP@0.5 |", "|---|---|---|"]
+        lines += [f"| {name} | {s['mAP']:.3f} | {s['mAP50']:.3f} |" for name, s in loop["eval"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--root", default=None, help="a COCO-layout set; default: the second generated set")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--json", type=Path, default=None, help="append every variant's record to this JSON list")
+    parser.add_argument("--table", type=Path, default=None, help="only print the table of this JSON")
+    args = parser.parse_args(argv)
+    if args.table is not None:
+        records = json.loads(args.table.read_text())
+        print(table(records))
+        return records
+    if args.root is None:
+        sys.path.insert(0, str(ROOT))
+        from datasets.demo_coco_shapes import ensure_shapes_set
+
+        args.root = str(ensure_shapes_set())
+    records = json.loads(args.json.read_text()) if args.json is not None and args.json.is_file() else []
+    for name in args.variants:
+        print(f"{name}: training {args.steps} steps", file=sys.stderr, flush=True)
+        records.append(run_variant(name, args, args.root))
+        if args.json is not None:  # kept after every variant: a long ablation can be stopped
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(records, indent=1))
+    print(table(records))
+    return records
+
+
+if __name__ == "__main__":
+    main()
