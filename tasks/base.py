@@ -53,6 +53,8 @@ class TaskModule(LightningModule):
             warm-up over ``warmup_epochs`` then cosine to zero over the whole run, every batch.
         scheduler_interval: ``epoch`` or ``step``, for a given ``lr_scheduler``.
         warmup_epochs: linear warm-up length, before the cosine or in front of ``lr_scheduler``.
+        lr_decay_start: share of the run (after the warm-up) held at the full lr before the
+            default cosine starts (``tasks.optim.warmup_cosine``); 0 anneals over the whole run.
     """
 
     # Arguments kept out of the checkpoint's hyper-parameters. LightningCLI's ``--ckpt_path``
@@ -72,8 +74,11 @@ class TaskModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         warmup_epochs: float = 1.0,
+        lr_decay_start: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= lr_decay_start < 1.0:
+            raise BadInputError(f"--model.lr_decay_start is a share of the run in [0, 1), not {lr_decay_start}.")
         # Collects the arguments of the subclass's __init__ too (Lightning walks the frames).
         self.save_hyperparameters(ignore=list(self.not_saved))
         self.optimizer_factory: Callable[..., Optimizer] = optimizer
@@ -88,6 +93,7 @@ class TaskModule(LightningModule):
             hp.weight_decay,
             hp.scheduler_interval,
             hp.warmup_epochs,
+            hp.get("lr_decay_start", 0.0),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -43,8 +43,15 @@ def warmup_cosine(
     total_steps: float,
     warmup_steps: int,
     time_fraction: Callable[[], float] | None = None,
+    decay_start: float = 0.0,
 ) -> LRScheduler:
     """Linear warm-up then cosine decay to zero at the end of the run, stepped every batch.
+
+    ``decay_start`` in [0, 1): the share of the run (after the warm-up) held at the full lr
+    before the cosine starts; 0 is the classic warm-up + cosine. A short run from scratch is
+    held back by a cosine over its whole length (the lr falls before the network has learnt
+    much); holding the peak and annealing at the end ("warmup-stable-decay", Hu et al. 2024,
+    MiniCPM) keeps the learning rate high for longer and still ends annealed.
 
     The default schedule of the tasks: it needs no tuning to the run's length, which is what a
     short run on a small custom dataset (or the built-in demo) needs. The paper's own ImageNet
@@ -55,6 +62,8 @@ def warmup_cosine(
     budget still ends annealed, which beats a truncated schedule (Li et al., "Budgeted
     Training", ICLR 2020).
     """
+    if not 0.0 <= decay_start < 1.0:
+        raise ValueError(f"decay_start is a share of the run in [0, 1), not {decay_start}")
     finite = math.isfinite(total_steps)
     if finite:
         total_steps = max(int(total_steps), 1)
@@ -66,6 +75,7 @@ def warmup_cosine(
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1) if finite else 0.0
         if time_fraction is not None:
             progress = max(progress, time_fraction())
+        progress = max(progress - decay_start, 0.0) / (1.0 - decay_start)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return LambdaLR(optimizer, factor)
@@ -100,6 +110,7 @@ def configure_optimization(
     weight_decay: float,
     scheduler_interval: str,
     warmup_epochs: float,
+    decay_start: float = 0.0,
 ) -> Any:
     """``configure_optimizers`` of every task: parameter groups, warm-up, then the schedule.
 
@@ -118,7 +129,7 @@ def configure_optimization(
     if math.isfinite(total):
         warmup_steps = min(warmup_steps, int(total) - 1)
     if scheduler_factory is None:
-        scheduler = warmup_cosine(optimizer, total, warmup_steps, time_budget_fraction(trainer))
+        scheduler = warmup_cosine(optimizer, total, warmup_steps, time_budget_fraction(trainer), decay_start)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
     schedulers = []
     if warmup_steps > 0:

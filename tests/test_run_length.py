@@ -123,3 +123,18 @@ def test_time_budget_anneals_the_cosine() -> None:
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs[1] == pytest.approx(1.0) and lrs[3] == pytest.approx(0.5) and lrs[4] == pytest.approx(0.0)
+
+
+def test_decay_start_holds_the_peak_then_anneals_to_zero() -> None:
+    """lr_decay_start 0.5: full lr for the first half after the warm-up, cosine to 0 at the end."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, 102, 2, decay_start=0.5)
+    lrs = []
+    for _ in range(102):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] < lrs[1] < 1.0 and lrs[2] == lrs[52] == pytest.approx(1.0)
+    assert lrs[77] == pytest.approx(0.5, abs=0.02) and lrs[101] < 1e-3
+    with pytest.raises(ValueError, match="decay_start"):
+        warmup_cosine(optimizer, 10, 1, decay_start=1.0)
