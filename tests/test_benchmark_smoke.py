@@ -83,7 +83,8 @@ def test_quick_detection_section(tmp_path: Path, capsys: pytest.CaptureFixture[s
     results = main(["--quick", "--section", "detection", "--json", str(out_json)])
     elapsed = time.perf_counter() - start
     printed = capsys.readouterr().out
-    assert elapsed < 90, f"quick detection section took {elapsed:.0f} s"  # ~10 s on an idle machine
+    # ~30 s on an idle machine (a 3-step fit of the task included); a loose bound, not a timing
+    assert elapsed < 180, f"quick detection section took {elapsed:.0f} s"
 
     # Inference table: our two detectors at α 0.25 and torchvision's two, at 64 px.
     table = [line for line in printed.splitlines() if line.startswith("| ")]
@@ -100,7 +101,8 @@ def test_quick_detection_section(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cells[8] == "1.00" and cells[11] == "1.00"  # the reference of the ×ssdlite columns
 
     # Training and evaluation tables, the verdicts.
-    assert any(line.startswith("| SSD64 MobileNetV1 | 0.25 | 64 | 4 |") for line in table)
+    assert any(line.startswith("| tasks.detection fit | 0.25 | 64 | 4 |") for line in table)
+    assert any(line.startswith("| minimal loop | 0.25 | 64 | 4 |") for line in table)
     assert any(line.startswith("| faster-coco-eval |") for line in table)
     assert any(line.startswith("| pycocotools |") for line in table)
     assert "Target D1" in printed and "Target D2" in printed and "COCO evaluation — " in printed
@@ -124,8 +126,9 @@ def test_quick_detection_section(tmp_path: Path, capsys: pytest.CaptureFixture[s
         if "faster" in row["model"]:
             assert row["optimised"]["proposals"] <= 16
     training = section["training"]
-    assert training["images_per_s"] > 0 and 0 <= training["data_wait_share"] <= 1
-    assert training["num_workers"] >= 0 and training["steps"] == 2
+    assert training["steps_per_s"] > 0 and training["minimal_loop"]["steps_per_s"] > 0
+    assert 0 <= training["data_wait_share"] <= 1 and 0 < training["validation_share"] < 1  # the end is validated
+    assert training["num_workers"] >= 0 and training["steps"] == training["minimal_loop"]["steps"] == 3
     coco_eval = section["coco_eval"]
     assert set(coco_eval["backends"]) == {"faster", "pycocotools"}
     assert coco_eval["stats_identical"] and coco_eval["max_abs_stat_diff"] <= 1e-12
