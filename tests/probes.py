@@ -106,6 +106,12 @@ class SignalAtStep(Callback):
         self.step = step
         self.signal = signal.Signals[name]
 
+    def on_train_start(self, trainer: Trainer, *args: Any) -> None:
+        if self.signal == signal.SIGINT:
+            # A shell starts background jobs with SIGINT ignored (Python then installs no handler):
+            # a run started in a terminal raises KeyboardInterrupt on Ctrl-C, so this one must too.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signal)
