@@ -176,7 +176,8 @@ def test_predict_reads_subfolders_skips_hidden_and_reports_the_unreadable(
     coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = tmp_path / "photos"
-    readable = ["a.jpg", "trip/b.png", "trip/day2/c.jpg", "trip/day2/a.jpg"]  # a.jpg twice, as cameras name
+    # a.jpg twice, as cameras name; trip/b.png and trip/b.jpg differ only by the extension
+    readable = ["a.jpg", "trip/b.png", "trip/day2/c.jpg", "trip/day2/a.jpg", "trip/b.jpg"]
     for index, name in enumerate(readable):
         write_image(photos / name, 64 + 8 * index, 48, seed=index)
     write_image(photos / "trip" / "._a.jpg")  # macOS resource fork: not an image of the set
@@ -192,5 +193,6 @@ def test_predict_reads_subfolders_skips_hidden_and_reports_the_unreadable(
     assert sorted(image["file_name"] for image in images) == sorted(readable)
     assert len({image["id"] for image in images}) == len(readable)
     drawn = sorted(p.relative_to(log_dir / "predictions").as_posix() for p in log_dir.rglob("*.png"))
-    assert drawn == sorted(str(Path(name).with_suffix(".png")) for name in readable)  # none drawn over another
-    assert "1 of 5 images could not be read and were skipped." in capsys.readouterr().out
+    expected = ["a.png", "trip/b.jpg.png", "trip/b.png.png", "trip/day2/a.png", "trip/day2/c.png"]
+    assert drawn == expected  # none drawn over another
+    assert "1 of 6 images could not be read and were skipped." in capsys.readouterr().out

@@ -3,12 +3,14 @@
 ``predictions.json``: a standard COCO results file (original pixels, original category ids);
 ``predictions_images.json``: the COCO ``images`` list of the predicted images (id <-> file name,
 size), so the results can be joined back to files; with ``--model.draw_predictions true``,
-``predictions/<image path>.png`` (the image's path under ``--data.predict_dir``, subfolders kept) with the
+``predictions/<image path>.png`` (the image's path under ``--data.predict_dir``, subfolders kept, its
+extension replaced, or kept before ``.png`` when two images differ only by it) with the
 boxes, category names and scores drawn.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,10 @@ class DetectionWriter(PredictionWriter):
         write_results_json(detections, folder / "predictions.json")
         if getattr(pl_module, "draw_predictions", False):
             names = list(pl_module.data().category_names)
+            stems = Counter(Path(r["name"]).with_suffix("").as_posix() for r in ordered)
             for r in ordered:
-                out = folder / "predictions" / Path(r["name"]).with_suffix(".png")
+                # a.jpg -> a.png; when a.jpg and a.png are both in the folder, a.jpg.png and a.png.png
+                shared = stems[Path(r["name"]).with_suffix("").as_posix()] > 1
+                out = folder / "predictions" / (r["name"] + ".png" if shared else Path(r["name"]).with_suffix(".png"))
                 draw_detections(Path(r["path"]), r["detections"], names, pl_module.draw_score_thresh, out)
         print(f"Wrote {len(detections)} detections on {len(ordered)} images to {folder}.", flush=True)
