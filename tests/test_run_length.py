@@ -66,10 +66,8 @@ def test_max_time_alone_runs_and_ends_validated(tiny_imagenet: Path, tmp_path: P
     args = tiny_run_args(tiny_imagenet, tmp_path, "--trainer.max_time", "00:00:00:06", "--trainer.max_epochs", "-1")
     classification.main(["fit", *args])
     final = _last_step(tmp_path)
-    validated = _validated_steps(tmp_path)
-    assert final > 0 and validated[-1] == final
-    # Planned by pace (about 10 validations + the last one), not every 3-step epoch.
-    assert len(validated) <= 13, validated
+    # How often it validates depends on this machine's pace: test_time_budget_plans_validation_by_pace.
+    assert final > 0 and _validated_steps(tmp_path)[-1] == final
 
 
 def test_time_budget_plans_validation_by_pace() -> None:
