@@ -100,8 +100,8 @@ def _shape_mask(kind: str, cx: float, cy: float, size: float, angle: float) -> n
     return mask
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    """IoU of two xywh boxes."""
+def box_iou_xywh(a: list[float], b: list[float]) -> float:
+    """IoU of two xywh boxes (the demo sets place their objects with it)."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -122,7 +122,7 @@ def _draw_image(rng: np.random.Generator, n_objects: int) -> tuple[np.ndarray, l
             if w < 8 or h < 8:
                 continue
             box = [float(x), float(y), float(w), float(h)]
-            if all(_iou(box, other[1]) <= 0.2 for other in objects):
+            if all(box_iou_xywh(box, other[1]) <= 0.2 for other in objects):
                 break
         else:
             continue  # no room left for another object in this image

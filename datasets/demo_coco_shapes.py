@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from datasets.demo import build_once
+from datasets.demo_coco import box_iou_xywh
 
 NAME = "coco-shapes-v1"
 # (category id, name, two hues in OpenCV's 0..180 scale). Ids are non-contiguous on purpose.
@@ -94,7 +95,7 @@ def _draw_image(
             if w < 5 or h < 5:
                 continue
             box = [float(x), float(y), float(w), float(h)]
-            if all(_iou(box, other[1]) <= 0.1 for other in objects):
+            if all(box_iou_xywh(box, other[1]) <= 0.1 for other in objects):
                 break
         else:
             continue
@@ -103,13 +104,6 @@ def _draw_image(
         image[mask > 0] = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
         objects.append((cat_id, box, int(np.count_nonzero(mask))))
     return image, objects
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def write_split(root: Path, split: str, count: int, first_id: int, seed: int) -> None:
