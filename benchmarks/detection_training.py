@@ -5,7 +5,7 @@ Part of the ``detection`` section. The task run is ``python -m tasks.detection f
 default data module, augmentation, validation plan and checkpoints) for ``--train-steps`` steps on
 the built-in demo set; ``RunClock`` splits its wall time into validation, the gaps between two
 training batches (the DataLoader's fetch, plus Lightning's own bookkeeping) and the rest (forward,
-backward, step). The minimal loop is ``scripts/detection_minimal_loop.py``'s (PIL, v2 flip,
+backward, step). The minimal loop is ``benchmarks.detection_minimal_loop``'s (PIL, v2 flip,
 torchvision's transform, SGD) on the same set, without validation. Their ratio is what the
 Lightning task costs per step on top of the work both do.
 """
@@ -93,9 +93,9 @@ def measure_task(width: float, resolution: int, batch_size: int, steps: int) -> 
 
 
 def measure_minimal_loop(width: float, resolution: int, batch_size: int, steps: int) -> dict[str, Any]:
-    """The minimal loop of ``scripts/detection_minimal_loop.py`` on the demo for ``steps`` steps."""
-    from datasets.demo_coco import ensure_demo_coco
-    from scripts.detection_minimal_loop import loaders, make_optimizer, train
+    """The minimal loop of ``benchmarks.detection_minimal_loop`` on the demo for ``steps`` steps."""
+    from benchmarks.detection_minimal_loop import loaders, make_optimizer, train
+    from datasets.demo.coco import ensure_demo_coco
     from tasks.detection.ssd import build_ssd300
 
     torch.manual_seed(0)

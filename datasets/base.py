@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from backbone.errors import BadInputError
-from datasets.demo import announce_demo
+from datasets.demo.cache import announce_demo
 from datasets.images import PredictFolder, collate_with_info
 from datasets.loading import make_loader
 

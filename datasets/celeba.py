@@ -41,7 +41,7 @@ from datasets.attribute_files import (
     read_partition_file,
 )
 from datasets.base import TaskDataModule
-from datasets.demo_celeba import ensure_celeba_demo
+from datasets.demo.celeba import ensure_celeba_demo
 from datasets.images import PredictFolder, image_files, read_rgb
 
 PredictSplit = Literal["all", "train", "val", "test"]

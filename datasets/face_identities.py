@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from datasets.base import TaskDataModule
-from datasets.demo_faces import ensure_demo_faces
+from datasets.demo.faces import ensure_demo_faces
 from datasets.images import image_files, read_rgb
 from datasets.lfw import read_pairs
 

@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from datasets.base import TaskDataModule
-from datasets.demo_geo import ensure_geo_demo
+from datasets.demo.geo import ensure_geo_demo
 from datasets.geo_partition import Partition, build_partition, check_thresholds
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbone.errors import BadInputError
-from datasets.demo import ensure_imagenet_demo
+from datasets.demo.textures import ensure_imagenet_demo
 from datasets.image_list import ImageListDataModule, Sample
 from datasets.images import image_files
 

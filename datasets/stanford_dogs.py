@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from backbone.errors import BadInputError
-from datasets.demo import ensure_dogs_demo
+from datasets.demo.textures import ensure_dogs_demo
 from datasets.image_list import ImageListDataModule, Sample
 from datasets.images import image_files
 

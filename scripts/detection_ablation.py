@@ -4,9 +4,9 @@
     python scripts/detection_ablation.py --table runs/detection-ablation.json     # print it again
 
 Every variant trains SSD300 at ``--width`` for exactly ``--steps`` optimizer steps (batch 16) on
-the second generated set (``datasets.demo_coco_shapes``; ``--root`` for another), each in its own
+the second generated set (``datasets.demo.coco_shapes``; ``--root`` for another), each in its own
 process, one after the other, then is scored on val (COCO mAP). The loop variants are
-``scripts/detection_minimal_loop.py`` with one switch each; ``task`` is ``python -m
+``benchmarks.detection_minimal_loop`` with one switch each; ``task`` is ``python -m
 tasks.detection fit --trainer.max_steps STEPS`` with every default (``task_cosine``: the old
 default schedule). The table gives mAP and
 mAP@0.5 of each, and the loop's weights under the other evaluation settings (no retraining).
@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 TASK = "tasks.detection"  # a variant whose arguments start with this is the task's own fit
-# name -> (what it changes, arguments of scripts/detection_minimal_loop.py or of the task's fit).
+# name -> (what it changes, arguments of benchmarks.detection_minimal_loop or of the task's fit).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "loop": ("the minimal loop (PIL, flip, torchvision's resize, SGD 0.05 constant, decay on all)", []),
     "pipeline": ("+ the project's data (cv2 read, albumentations flip + resize)", ["--pipeline", "project"]),
@@ -63,7 +63,7 @@ def run_variant(name: str, args: argparse.Namespace, root: str) -> dict[str, Any
             steps = int(metrics["global_step"])
         else:
             out = Path(tmp) / "record.json"
-            command = [sys.executable, str(ROOT / "scripts" / "detection_minimal_loop.py"), "--root", root]
+            command = [sys.executable, "-m", "benchmarks.detection_minimal_loop", "--root", root]
             command += ["--steps", str(args.steps), "--width", str(args.width), "--seed", str(args.seed)]
             command += ["--json", str(out), *switches]
             subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
@@ -103,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print(table(records))
         return records
     if args.root is None:
-        sys.path.insert(0, str(ROOT))
-        from datasets.demo_coco_shapes import ensure_shapes_set
+        from datasets.demo.coco_shapes import ensure_shapes_set
 
         args.root = str(ensure_shapes_set())
     records = json.loads(args.json.read_text()) if args.json is not None and args.json.is_file() else []

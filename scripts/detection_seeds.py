@@ -4,7 +4,7 @@
     python scripts/detection_seeds.py --backbone 0.5 -- --trainer.max_time 00:00:08:00
 
 Each run is ``python -m tasks.detection fit --backbone A --seed_everything S`` (plus the arguments
-after ``--``) on the built-in demo and on the second generated set (``datasets.demo_coco_shapes``),
+after ``--``) on the built-in demo and on the second generated set (``datasets.demo.coco_shapes``),
 one after the other, in its own process and run folder (``runs/detection-seeds/<set>-<A>-<seed>``).
 The table gives, per set and width, the median over seeds of the final validation's mAP and
 mAP@0.5 with their spread (min-max), the steps run and the wall time; ``--json`` also keeps every
@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the project root, run as a script
 
 
 def set_root(name: str) -> str | None:
     """``--data.root`` of a set: None for the built-in demo, the generated folder for ``shapes``."""
     if name == "demo":
         return None
-    from datasets.demo_coco_shapes import ensure_shapes_set
+    from datasets.demo.coco_shapes import ensure_shapes_set
 
     return str(ensure_shapes_set())
 

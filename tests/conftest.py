@@ -24,7 +24,7 @@ def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageNet layout, 3 texture classes, 8 train and 3 val images each, 48 px."""
-    from datasets.demo import write_imagenet_demo
+    from datasets.demo.textures import write_imagenet_demo
 
     root = tmp_path_factory.mktemp("imagenet")
     write_imagenet_demo(root, per_class_train=8, per_class_val=3, size=48, num_classes=3)
@@ -34,7 +34,7 @@ def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dogs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Stanford Dogs layout, 3 breeds, 6 train and 3 test images each (9 test: odd, for DDP)."""
-    from datasets.demo import write_dogs_demo
+    from datasets.demo.textures import write_dogs_demo
 
     root = tmp_path_factory.mktemp("dogs")
     write_dogs_demo(root, per_class_train=6, per_class_test=3, num_classes=3)
@@ -44,7 +44,7 @@ def tiny_dogs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CelebA layout, 10 attributes, 16 train / 7 val / 5 test faces and 6 unlabelled ones (unlabelled/)."""
-    from datasets.demo_celeba import write_celeba_demo
+    from datasets.demo.celeba import write_celeba_demo
 
     root = tmp_path_factory.mktemp("celeba")
     write_celeba_demo(root, sizes={"train": 16, "val": 7, "test": 5}, unlabelled=6, seed=11)

@@ -9,7 +9,7 @@ import pytest
 from scipy.io import loadmat
 
 from backbone.errors import BadInputError
-from datasets.demo import write_dogs_list
+from datasets.demo.textures import write_dogs_list
 from datasets.imagenet import ImageFolderDataModule
 from datasets.stanford_dogs import StanfordDogsDataModule, read_box, read_list
 
@@ -87,7 +87,7 @@ def test_wrong_label_and_unreadable_image(tiny_dogs: Path, tmp_path: Path) -> No
 
 
 def test_demo_is_deterministic(tmp_path: Path) -> None:
-    from datasets.demo import write_imagenet_demo
+    from datasets.demo.textures import write_imagenet_demo
 
     for name in ("a", "b"):
         write_imagenet_demo(tmp_path / name, per_class_train=1, per_class_val=1, size=32, num_classes=2)

@@ -16,9 +16,10 @@ from pycocotools.coco import COCO
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
 from backbone.errors import BadInputError
-from datasets.coco import CocoDataModule, CocoDetection, predict_transform
-from datasets.demo_coco import ensure_demo_coco, write_coco_split
-from datasets.detection_transforms import AugmentPolicy
+from datasets.coco import CocoDataModule, CocoDetection
+from datasets.coco.dataset import predict_transform
+from datasets.coco.transforms import AugmentPolicy
+from datasets.demo.coco import ensure_demo_coco, write_coco_split
 from datasets.images import PredictFolder, collate_with_info
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*degenerate boxes:UserWarning")
@@ -213,7 +214,7 @@ def test_datamodule_without_root_uses_the_demo(
     monkeypatch.setenv("MOBILENET_DEMO_DIR", str(demo_cache))
     dm = CocoDataModule(root=None, resolution=96, batch_size=4, num_workers=0)
     assert "Using the built-in demo dataset at" in capsys.readouterr().out
-    assert dm.root == demo_cache / "coco-v1"
+    assert dm.root == ensure_demo_coco(demo_cache) and dm.root.name.startswith("coco-v1-")
     assert dm.num_classes == 5 and dm.label_to_category_id == {1: 1, 2: 3, 3: 7, 4: 12}
     dm.setup("validate")
     images, targets = next(iter(dm.val_dataloader()))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from backbone.errors import BadInputError
+from benchmarks.detection_minimal_loop import main as minimal_loop
 from datasets.coco import CocoDataModule
-from datasets.demo_coco import CATEGORIES as DEMO_CATEGORIES
-from scripts.detection_minimal_loop import main as minimal_loop
+from datasets.demo.coco import CATEGORIES as DEMO_CATEGORIES
 from tasks.detection.evaluation import STAT_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from datasets.demo_coco_shapes import write_shapes_set
+    from datasets.demo.coco_shapes import write_shapes_set
 
     return write_shapes_set(tmp_path_factory.mktemp("shapes"), train=20, val=6)
 

@@ -10,7 +10,7 @@ import pytest
 from torch.utils.data import DistributedSampler
 
 from backbone.errors import BadInputError
-from datasets.demo_faces import write_identities, write_lfw
+from datasets.demo.faces import write_identities, write_lfw
 from datasets.face_identities import PKSampler, identity_images, read_teacher_embeddings, split_heldout
 from datasets.lfw import read_pairs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.demo_faces import write_identities, write_lfw
+from datasets.demo.faces import write_identities, write_lfw
 from tasks.face_embedding.module import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.demo_faces import write_identities
+from datasets.demo.faces import write_identities
 from tasks.face_embedding.index import FaceIndex, index_params, sidecar
 from tasks.face_embedding.index_cli import main
 from tasks.face_embedding.module import FaceEmbeddingModule

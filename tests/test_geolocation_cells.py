@@ -208,7 +208,7 @@ def test_hierarchy_multiplies_each_cells_probability_by_its_ancestors() -> None:
 
 
 def test_data_module_labels_photos_with_the_given_cells(tmp_path: Path) -> None:
-    from datasets.demo_geo import write_geo_demo
+    from datasets.demo.geo import write_geo_demo
     from datasets.geo_photos import GeoPhotosDataModule
 
     write_geo_demo(tmp_path, train=40, test=3, size=32)

@@ -12,7 +12,7 @@ import pytest
 import s2sphere
 import torch
 
-from datasets.demo_geo import write_geo_demo
+from datasets.demo.geo import write_geo_demo
 from tasks.geolocation import module as geolocation
 from tasks.geolocation.metrics import METRIC_NAMES
 from tests.probes import cli_command, expect_one_sentence, read_metrics, subprocess_env, tiny_run_args

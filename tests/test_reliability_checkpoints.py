@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from datasets.demo import write_imagenet_demo
+from datasets.demo.textures import write_imagenet_demo
 from tasks import classification, fine_grained
 from tasks.checkpoints import AtomicCheckpointIO
 from tasks.detection import module as detection

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.demo import write_imagenet_demo
+from datasets.demo.textures import write_imagenet_demo
 from tasks import classification, fine_grained
 from tests.probes import expect_one_sentence, one_torch_thread, tiny_run_args, truncate_file
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from datasets.coco import coco_from_dict
+from datasets.coco.annotations import coco_from_dict
 from tasks.distributed import broadcast_from_zero, gather_objects, global_rank
 from tasks.outputs import write_json_atomic
 

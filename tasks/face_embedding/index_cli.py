@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from backbone.errors import BadInputError
-from datasets.demo import announce_demo
+from datasets.demo.cache import announce_demo
 from datasets.face_identities import describe_eval_transform, face_eval_transform
 from datasets.images import PredictFolder, collate_with_info
 from tasks.face_embedding.index import KINDS, FaceIndex, file_sha256, index_params, sidecar
@@ -125,7 +125,7 @@ def gallery_faces(
 
 
 def demo_folder(name: str) -> Path:
-    from datasets.demo_faces import ensure_demo_faces
+    from datasets.demo.faces import ensure_demo_faces
 
     folder = ensure_demo_faces() / name
     announce_demo(folder)

@@ -11,13 +11,13 @@ evaluation settings (they need no retraining).
 Each switch replaces one part of the loop by what ``python -m tasks.detection fit`` does, so an
 ablation at equal steps shows which difference costs accuracy::
 
-    python scripts/detection_minimal_loop.py --steps 300                    # the loop itself
-    python scripts/detection_minimal_loop.py --steps 300 --pipeline project # the project's data
-    python scripts/detection_minimal_loop.py --steps 300 --schedule warmup_cosine
-    python scripts/detection_minimal_loop.py --steps 300 --decay groups
-    python scripts/detection_minimal_loop.py --root DEMO --json runs/ablation.json ...
+    python -m benchmarks.detection_minimal_loop --steps 300                    # the loop itself
+    python -m benchmarks.detection_minimal_loop --steps 300 --pipeline project # the project's data
+    python -m benchmarks.detection_minimal_loop --steps 300 --schedule warmup_cosine
+    python -m benchmarks.detection_minimal_loop --steps 300 --decay groups
+    python -m benchmarks.detection_minimal_loop --root DEMO --json runs/ablation.json ...
 
-``--root`` defaults to the second generated set (``datasets.demo_coco_shapes``); ``--json``
+``--root`` defaults to the second generated set (``datasets.demo.coco_shapes``); ``--json``
 appends one record per run. ``benchmarks.detection_training`` times this loop next to the
 Lightning task.
 """
@@ -40,13 +40,12 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, run as a script
-
-from datasets.coco import CocoDataModule, collate_detection, read_annotation_json  # noqa: E402
-from datasets.demo_coco_shapes import ensure_shapes_set  # noqa: E402
-from tasks.detection.evaluation import CocoEvaluator  # noqa: E402
-from tasks.detection.ssd import build_ssd300  # noqa: E402
-from tasks.optim import param_groups, warmup_cosine  # noqa: E402
+from datasets.coco import CocoDataModule, collate_detection
+from datasets.coco.annotations import read_annotation_json
+from datasets.demo.coco_shapes import ensure_shapes_set
+from tasks.detection.evaluation import CocoEvaluator
+from tasks.detection.ssd import build_ssd300
+from tasks.optim import param_groups, warmup_cosine
 
 PROGRESS_EVERY = 50  # steps between two progress lines on stderr
 # (name, score_thresh, nms_thresh, detections_per_img) the trained model is scored with.

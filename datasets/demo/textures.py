@@ -1,74 +1,23 @@
-"""The built-in demo data: small, learnable, generated deterministically in the real layouts.
+"""The classification demo sets: procedural textures in the ImageNet and Stanford Dogs layouts.
 
-With no ``--data.root`` a task runs on data made here, written in the same public layout as the
-real dataset so that the real loader is what runs. Each set is generated once into a cache
-folder (``$MOBILENET_DEMO_DIR``, else ``~/.cache/mobilenet-suite/demo``), through a temporary
-folder and a rename, so an interrupted generation never leaves a half-written set behind.
-
-The classification sets are procedural textures (stripes, checkerboards, dots, rings ...) with
-random colours, frequencies and phases: a from-scratch MobileNet can only solve them by learning
-real filters, and does so in a few CPU minutes.
+The sets are procedural textures (stripes, checkerboards, dots, rings ...) with random colours,
+frequencies and phases: a from-scratch MobileNet can only solve them by learning real filters, and
+does so in a few CPU minutes.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-DEMO_ENV = "MOBILENET_DEMO_DIR"
+from datasets.demo.cache import build_once
 
 # The eight texture classes; for the Stanford Dogs demo they play eight "breeds", named in the
 # real ``<wnid>-<breed>`` folder style.
 TEXTURES = ("stripes", "vertical", "diagonal", "checker", "dots", "rings", "grid", "blobs")
 DEMO_BREEDS = tuple((f"n0{2085620 + 17 * i}", name.capitalize() + "_hound") for i, name in enumerate(TEXTURES))
-
-
-def demo_root() -> Path:
-    """The folder that holds the demo sets: ``$MOBILENET_DEMO_DIR`` or the user cache."""
-    env = os.environ.get(DEMO_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "mobilenet-suite" / "demo"
-
-
-@rank_zero_only
-def announce_demo(folder: Path) -> None:
-    """Say plainly, once (rank 0 under DDP), that a run uses the built-in demo data and where."""
-    print(
-        f"Using the built-in demo dataset at {folder} (same layout as the real one); "
-        "pass --data.root to train on real data.",
-        flush=True,
-    )
-
-
-def build_once(name: str, generate: Callable[[Path], None], root: Path | None = None) -> Path:
-    """Return ``<root>/<name>``, generating it with ``generate(folder)`` if it is not there yet.
-
-    Generation writes into a temporary sibling folder which is renamed into place at the end:
-    a killed run leaves no half-written set, and two processes racing (DDP ranks) agree.
-    """
-    root = root or demo_root()
-    target = root / name
-    if target.is_dir():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    try:
-        generate(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not target.is_dir():  # lost a race only if the winner's copy is there
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _grid(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +63,7 @@ def texture(kind: str, size: tuple[int, int], rng: np.random.Generator) -> np.nd
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _save_jpeg(array: np.ndarray, path: Path) -> None:
+def save_jpeg(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, quality=90)
 
@@ -127,9 +76,7 @@ def write_imagenet_demo(
     for split, count in (("train", per_class_train), ("val", per_class_val)):
         for label, kind in enumerate(TEXTURES[:num_classes]):
             for i in range(count):
-                _save_jpeg(
-                    texture(kind, (size, size), rng), folder / split / f"c{label}_{kind}" / f"{kind}_{i:04d}.jpg"
-                )
+                save_jpeg(texture(kind, (size, size), rng), folder / split / f"c{label}_{kind}" / f"{kind}_{i:04d}.jpg")
 
 
 def ensure_imagenet_demo(root: Path | None = None) -> Path:
@@ -155,7 +102,7 @@ def write_dogs_demo(folder: Path, per_class_train: int = 40, per_class_test: int
             image[y0 : y0 + bh, x0 : x0 + bw] = texture(kind, (bh, bw), rng)
             stem = f"{wnid}_{i:05d}"
             relative = f"{wnid}-{breed}/{stem}.jpg"
-            _save_jpeg(image, folder / "Images" / relative)
+            save_jpeg(image, folder / "Images" / relative)
             xml = folder / "Annotation" / f"{wnid}-{breed}" / stem
             xml.parent.mkdir(parents=True, exist_ok=True)
             xml.write_text(

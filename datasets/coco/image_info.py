@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
-from datasets.coco import _check_records, read_json_object
-from datasets.detection_transforms import resize_only, to_tensor
+from datasets.coco.annotations import _check_records, read_json_object
+from datasets.coco.transforms import resize_only, to_tensor
 from datasets.images import read_rgb_array
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datasets.demo import build_once
+from datasets.demo.cache import build_once
 
 DEMO_NAME = "coco-v1"
 IMAGE_SIZE = 320  # width = height of every demo image

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from datasets.demo import build_once
+from datasets.demo.cache import build_once
 
 DEMO_NAME = "faces-v1"
 IMAGE_SIZE = 96  # stored size of every demo photo (px, square)

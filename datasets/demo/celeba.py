@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from datasets.attribute_files import ATTRIBUTE_FILE, IMAGE_FOLDER, PARTITION_FILE, PARTITIONS
-from datasets.demo import build_once
+from datasets.demo.cache import build_once
 
 DEMO_NAME = "celeba-v2"
 UNLABELLED_FOLDER = "unlabelled"

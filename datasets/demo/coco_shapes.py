@@ -1,6 +1,6 @@
 """A second COCO-format detection set, unlike the built-in demo, for checking that defaults generalise.
 
-The detection defaults were once tuned on the demo (``datasets.demo_coco``) alone; this set is
+The detection defaults were once tuned on the demo (``datasets.demo.coco``) alone; this set is
 what they are also measured on (README, and ``scripts/detection_minimal_loop.py``'s ablation).
 It differs from the demo in every way a small custom set might:
 
@@ -31,8 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datasets.demo import build_once
-from datasets.demo_coco import box_iou_xywh
+from datasets.demo.cache import build_once
+from datasets.demo.coco import box_iou_xywh
 
 NAME = "coco-shapes-v1"
 # (category id, name, two hues in OpenCV's 0..180 scale). Ids are non-contiguous on purpose.

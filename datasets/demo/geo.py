@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.demo import TEXTURES, _save_jpeg, build_once, texture
+from datasets.demo.cache import build_once
+from datasets.demo.textures import TEXTURES, save_jpeg, texture
 
 # (name, latitude, longitude, relative number of photos): spread over every continent, with
 # places near the antimeridian (Suva, Apia, Auckland) and the poles (Longyearbyen, McMurdo).
@@ -164,7 +165,7 @@ def write_geo_demo(
         for k in range(count):
             number = int(rng.integers(10**9, 10**10))
             img_id = f"{number % 256:02x}/{number // 256 % 256:02x}/{number}.jpg"
-            _save_jpeg(render(int(place[k]), float(lat[k]), float(lon[k]), size, rng, look), folder / "images" / img_id)
+            save_jpeg(render(int(place[k]), float(lat[k]), float(lon[k]), size, rng, look), folder / "images" / img_id)
             rows.append((img_id, f"{number % 97}@N0{k % 9}", f"{lat[k]:.6f}", f"{lon[k]:.6f}"))
         with (folder / f"{split}.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)

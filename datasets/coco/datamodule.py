@@ -1,0 +1,134 @@
+"""The COCO data module: the splits of ``--data.root`` (or the demo) for the detection task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from backbone.errors import BadInputError
+from datasets.base import TaskDataModule
+from datasets.coco.annotations import read_annotation_json
+from datasets.coco.dataset import CocoDetection, collate_detection, predict_transform
+from datasets.coco.image_info import CocoImageInfo
+from datasets.coco.transforms import (
+    AugmentPolicy,
+    worker_init,
+)
+from datasets.demo.coco import ensure_demo_coco
+
+Target = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# The data module
+# --------------------------------------------------------------------------------------------
+class CocoDataModule(TaskDataModule):
+    """COCO 2017 detection (any COCO-format set), or the built-in demo.
+
+    What the detection module reads from it (and nothing else): ``val_coco`` (the ground truth of
+    the evaluated split), ``label_to_category_id`` and ``category_names``.
+
+    Args:
+        root: the data folder; None uses the built-in demo set (generated once into the cache).
+        resolution: side of the square model input (linked from ``--resolution``; SSD300: 300).
+        batch_size: images per batch and per process.
+        num_workers: DataLoader worker processes.
+        predict_dir: a folder of images (searched recursively) for ``predict``; default val.
+        augment: training augmentation: ``light`` (horizontal flip, the default for short runs),
+            ``ssd`` (SSD's full zoom-out + IoU crop, as the paper rows' configs use) or ``none``.
+        train_ann, train_images, val_ann, val_images: the instances JSON and image folder of
+            each split, relative to ``root`` (or absolute); COCO 2017's names by default, so a
+            custom set needs no renaming.
+        predict_ann: an image-info JSON (COCO's ``image_info_test-dev2017.json``) whose images,
+            in ``predict_images``, ``predict`` runs on, keeping their ids in ``predictions.json``.
+        predict_images: the folder of ``predict_ann``'s images (relative to ``root`` or absolute).
+
+    ``test`` uses the val split: COCO test-dev's labels are not public (its results are scored
+    by the evaluation server: ``predict --data.predict_ann``), so the val numbers are the ones a
+    local run can report.
+    """
+
+    layout = "annotations/instances_{train,val}2017.json, train2017/ and val2017/"
+    collate_fn = staticmethod(collate_detection)
+    worker_init_fn = staticmethod(worker_init)
+
+    def __init__(
+        self,
+        root: str | None = None,
+        resolution: int = 300,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        predict_dir: str | None = None,
+        augment: AugmentPolicy = "light",
+        train_ann: str = "annotations/instances_train2017.json",
+        train_images: str = "train2017",
+        val_ann: str = "annotations/instances_val2017.json",
+        val_images: str = "val2017",
+        predict_ann: str | None = None,
+        predict_images: str = "test2017",
+    ) -> None:
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        self.train_annotations, self.train_images = self.root / train_ann, self.root / train_images
+        self.val_annotations, self.val_images = self.root / val_ann, self.root / val_images
+        self.predict_annotations = None if predict_ann is None else self.root / predict_ann
+        self.predict_images = self.root / predict_images
+        if predict_ann is not None and predict_dir is not None:
+            raise BadInputError(
+                "Give --data.predict_ann or --data.predict_dir, not both: they name the images to predict."
+            )
+        # The val split defines the labels; the train split is checked when fit needs it.
+        self._require("val", self.val_annotations, self.val_images)
+        self.augment = augment
+        # The val file is small (25 MB for COCO) and defines the label order for both splits;
+        # read once here so num_classes is known when the CLI links it into the model.
+        self._val_json = read_annotation_json(self.val_annotations)
+        categories = sorted(self._val_json["categories"], key=lambda c: int(c["id"]))
+        self.category_ids: list[int] = [int(c["id"]) for c in categories]
+        self.category_names: list[str] = [str(c["name"]) for c in categories]
+        self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
+
+    def demo_root(self) -> Path:
+        return ensure_demo_coco()
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground categories + 1 for background; the CLI links it into ``--model.num_classes``."""
+        return len(self.category_ids) + 1
+
+    @property
+    def val_coco(self) -> COCO:
+        """The val split's pycocotools ``COCO`` object (ground truth for the evaluator)."""
+        dataset = self.dataset("val")
+        assert isinstance(dataset, CocoDetection)
+        return dataset.coco
+
+    def _require(self, split: str, *paths: Path) -> None:
+        for needed in paths:
+            if not needed.exists():
+                raise BadInputError(
+                    f"The COCO file {str(needed)!r} is missing; expected {self.layout} under --data.root "
+                    f"(or --data.{split}_ann / --data.{split}_images naming it)."
+                )
+
+    def train_dataset(self) -> Dataset:
+        self._require("train", self.train_annotations, self.train_images)
+        return CocoDetection(
+            self.train_images, self.train_annotations, self.resolution, self.augment, self.category_ids
+        )
+
+    def val_dataset(self) -> Dataset:
+        return CocoDetection(
+            self.val_images, self.val_annotations, self.resolution, "none", self.category_ids, self._val_json
+        )
+
+    def predict_dataset(self) -> Dataset:
+        if self.predict_annotations is None:
+            return super().predict_dataset()
+
+        return CocoImageInfo(self.predict_images, self.predict_annotations, self.resolution, self.category_ids)
+
+    def predict_transform(self) -> Any:
+        return predict_transform(self.resolution)
