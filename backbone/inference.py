@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -102,13 +103,34 @@ class MicroBatched(nn.Module):
         return torch.cat([self.module(part) for part in x.split(self.chunk)])
 
 
+class FrozenCompiled(nn.Module):
+    """``torch.compile`` of ``model`` whose every trace runs with Inductor's freezing on.
+
+    Why not ``torch.compile(model, options={"freezing": True})``: torch 2.14 reads ``freezing``
+    from the global Inductor config when it traces, not from ``options``, so that call compiled
+    an unfrozen graph (all 27 conv weights repacked on every call), and whether a later model came
+    back frozen depended on what else had set the global config in the process. Here the config is
+    patched around each call, since any call may trace (a new input shape recompiles).
+    """
+
+    def __init__(self, model: nn.Module, dynamic: bool = False) -> None:
+        super().__init__()
+        self.compiled = torch.compile(model, dynamic=dynamic)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Freezing applies only to graphs traced without autograd.
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return self.compiled(x)
+
+
 def compile_for_inference(model: nn.Module, dynamic: bool = False) -> nn.Module:
-    """``torch.compile`` an (already prepared) model with Inductor's freezing for CPU inference.
+    """Compile an (already prepared) model with Inductor's freezing for CPU inference.
 
     Freezing turns the weights into constants, which lets Inductor pre-pack them in oneDNN's
     blocked layout once and fuse each convolution with its ReLU6 (removing the separate clamp
-    pass over every activation map). Call the result under ``torch.inference_mode()`` or
-    ``torch.no_grad()``: freezing only applies there. The first call per input shape compiles
+    pass over every activation map); ``tests/test_inference.py`` checks that the generated code
+    holds the packed weights as constants. The weights are read at the first call: a model
+    trained further afterwards needs compiling again. The first call per input shape compiles
     (seconds); ``dynamic=False`` trades one compile per shape for the fastest kernels.
     """
-    return torch.compile(model, dynamic=dynamic, options={"freezing": True})
+    return FrozenCompiled(model, dynamic)

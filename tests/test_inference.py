@@ -61,3 +61,23 @@ def test_micro_batched_matches_whole_batch() -> None:
         torch.testing.assert_close(MicroBatched(model, 2)(x), model(x), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         MicroBatched(model, 0)
+
+
+def test_compiled_model_is_frozen_with_packed_weights() -> None:
+    """The compiled graph holds the weights as constants, pre-packed for oneDNN and fused with
+    ReLU6: no weight is an input of the call, so none is repacked per call. torch 2.14 ignored
+    ``options={"freezing": True}``: its graph took all 27 conv weights as arguments."""
+    from torch._inductor.utils import run_and_get_code
+
+    from backbone.inference import compile_for_inference
+
+    model = prepare_for_inference(trained_like(MobileNetV1(0.25, num_classes=10), 32))
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    torch.compile(prepare_for_inference(MobileNetV1(0.25, num_classes=10).eval()))(x)  # an unfrozen compile first
+    compiled = compile_for_inference(model)
+    out, code = run_and_get_code(compiled, x)
+    source = "\n".join(code)
+    assert "_frozen_param" in source
+    assert "extern_kernels.convolution(" not in source  # the unfrozen conv, weights passed per call
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-4, rtol=1e-4)
