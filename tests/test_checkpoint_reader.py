@@ -15,7 +15,7 @@ from backbone import MobileNetV1, load_backbone_weights
 from backbone.checkpoint_reader import read_checkpoint, read_state_dict
 from backbone.errors import BadInputError
 from tasks.checkpoints import check_checkpoint
-from tasks.face_attributes.model import load_teacher
+from tasks.face_attributes.module import load_teacher
 from tasks.face_embedding.module import FaceEmbeddingModule
 
 

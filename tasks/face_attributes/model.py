@@ -1,4 +1,4 @@
-"""The attribute network (MobileNetV1 + one logit per attribute) and its frozen teacher (``tasks.teacher``).
+"""The attribute network (MobileNetV1 + one logit per attribute), as a student or as a teacher.
 
 Table 12's students are plain MobileNets whose classifier has one output per attribute (40 for
 CelebA): 1.0 MobileNet-224 then has 3.2M parameters and 568M mult-adds, as the table prints.
@@ -16,9 +16,6 @@ from torch import Tensor, nn
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation, MobileNetV1
 from backbone.weights import load_backbone_weights
-from tasks.teacher import FrozenTeacher
-
-TASK = "face_attributes"  # the task a teacher checkpoint must come from
 
 
 def build_attribute_net(
@@ -67,10 +64,3 @@ def attribute_teacher_net(
         return net
 
     return build
-
-
-def load_teacher(path: str | os.PathLike[str], attribute_names: Sequence[str]) -> FrozenTeacher:
-    """The face-attributes checkpoint at ``path`` (any width and resolution) as the frozen teacher of
-    a student of ``attribute_names``; a checkpoint of another task is refused in one sentence."""
-    build = attribute_teacher_net(path, attribute_names)
-    return FrozenTeacher.load(path, TASK, build, needs=("attribute_names", "width"))

@@ -21,6 +21,8 @@ checkpoint is picked by ``mean_ap``. ``predict`` writes ``attributes.csv`` (``wr
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,12 +35,20 @@ from backbone.mobilenet import Activation
 from tasks.base import TaskModule
 from tasks.face_attributes.losses import attribute_loss, per_image_cross_entropy
 from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
-from tasks.face_attributes.model import build_attribute_net, load_teacher
+from tasks.face_attributes.model import attribute_teacher_net, build_attribute_net
 from tasks.teacher import FrozenTeacher, resize_batch, teacher_resolution
 
 Batch = dict[str, Any]
 # The attribute names come from the data (list_attr_celeba.txt's second line).
 ATTRIBUTE_LINKS = (("data.attribute_names", "model.attribute_names"),)
+TASK = "face_attributes"  # the task a teacher checkpoint must come from
+
+
+def load_teacher(path: str | os.PathLike[str], attribute_names: Sequence[str]) -> FrozenTeacher:
+    """The face-attributes checkpoint at ``path`` (any width and resolution) as the frozen teacher of
+    a student of ``attribute_names``; a checkpoint of another task is refused in one sentence."""
+    build = attribute_teacher_net(path, attribute_names)
+    return FrozenTeacher.load(path, TASK, build, needs=("attribute_names", "width"))
 
 
 def view_resolution(resolution: int, teacher: str | None) -> int:
