@@ -2,7 +2,9 @@
 
 A backbone trained by one task is the starting point of another (``--model.backbone_weights``),
 and an ImageNet-pretrained timm ``mobilenetv1_100`` / ``mobilenetv1_125`` state dict that a user
-has on disk can be imported through an explicit key mapping. Nothing is ever downloaded.
+has on disk can be imported through an explicit key mapping. Nothing is ever downloaded. Files
+are opened by ``backbone.checkpoint_reader`` (the one reader, with its one set of refusals);
+this module finds the MobileNetV1 inside what it read.
 """
 
 from __future__ import annotations
@@ -10,13 +12,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
-import torch
 from torch import Tensor
 
+from backbone.checkpoint_reader import read_state_dict
 from backbone.errors import BadInputError
 from backbone.mobilenet import MobileNetV1
+
+__all__ = [
+    "extract_backbone_state",
+    "is_timm_state_dict",
+    "load_backbone_weights",
+    "read_state_dict",
+    "timm_to_mobilenet",
+]
 
 _STEM_KEY = "stem.0.weight"
 # A block of the network held outside the trunk's prefix (Faster R-CNN's box head runs conv12-13).
@@ -81,27 +90,6 @@ def extract_backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if split and not key.startswith(prefix):
             out.setdefault(split.group(1), value)
     return out
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read a state dict from a ``.ckpt``/``.pt``/``.pth`` (Lightning or plain) or ``.safetensors``."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"Backbone weights file {str(path)!r} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        # weights_only: a weights file must not be able to run code when it is opened.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise BadInputError(f"Could not read {str(path)!r} as a PyTorch weights file: {error}") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise BadInputError(f"{str(path)!r} holds a {type(obj).__name__}, expected a state dict.")
-    return dict(obj)
 
 
 def load_backbone_weights(

@@ -316,7 +316,7 @@ SECTION = register(
             # Compiling takes seconds per shape: too slow for a smoke run.
             Option("--no-compile", False, quick=True, help="optimised mode without torch.compile"),
             # Chunks of 4 images keep each layer's output in cache: the fastest setting measured on
-            # the 2-core development machine (ablation: 24.8 -> 18.0 ms/img at 1.0-224, batch 32).
+            # the 2-core development machine (the ablation in docs/backbone.md, Measured).
             Option("--micro-batch", 4, quick=None, type=int, help="optimised mode's chunk of large batches (0: none)"),
             Option("--ablation-micro-batches", [4, 8], quick=[], type=int, nargs="*", help="tried in the ablation"),
         ),

@@ -135,7 +135,7 @@ def verdict(met: bool) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A markdown table (the README pastes them as printed) from a header and rows of cell strings."""
+    """A markdown table (docs/ pastes them as printed) from a header and rows of cell strings."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

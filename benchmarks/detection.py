@@ -54,7 +54,7 @@ TV_RESOLUTION = 320  # the input size both torchvision references are built for
 COCO_NUM_CLASSES = 91  # COCO's category-id space + background, torchvision's convention
 # A trained detector calls almost every anchor background with high confidence, so only a few
 # candidates pass the score floor into NMS. A random classification layer gives every class
-# ~1/91 instead, and then NMS over ~30k candidates costs 3-4x the network itself. The background
+# ~1/91 instead, and then NMS over ~30k candidates, not the network, is what gets timed. The background
 # logit of every detector is therefore raised to this prior (same treatment for all models).
 BACKGROUND_PRIOR = 0.99
 

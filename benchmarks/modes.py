@@ -82,7 +82,7 @@ def time_classifier(
         image = image.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         runner, compile_s, error = _first_call(model, mode, image)
-        # Batch 1 is cheap and noisy: many repeats. Batch 32 at 224 px costs ~1 s a call: few.
+        # Batch 1 is cheap and noisy: many repeats. Batch 32 at 224 px is costly per call: few.
         timing = time_call(lambda: runner(image), budget_s=budget_s)
     if mode.compile and hasattr(torch, "_dynamo"):
         torch._dynamo.reset()  # forget compiled graphs: caches and recompile limits would grow over the grid

@@ -132,6 +132,11 @@ class CelebADataModule(TaskDataModule):
             the three partitions and of ``unlabelled_root``: what a student needs from its
             teacher), or one partition.
         min_scale: smallest area fraction of the training crop.
+        view_resolution: the size of the views the loaders produce (default ``resolution``).
+            With a live teacher (``--model.teacher``) it is the larger of the student's and the
+            teacher's resolution, decided when the arguments are parsed (a link the
+            face-attributes module declares), so that both networks see the same crop; the
+            module resizes each batch to its own size.
     """
 
     layout = f"{IMAGE_FOLDER}/*.jpg, {ATTRIBUTE_FILE} and {PARTITION_FILE}"
@@ -147,6 +152,7 @@ class CelebADataModule(TaskDataModule):
         unlabelled_root: str | None = None,
         predict_split: PredictSplit = "all",
         min_scale: float = 0.8,
+        view_resolution: int | None = None,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
         self.teacher_outputs = Path(teacher_outputs).expanduser() if teacher_outputs else None
@@ -155,9 +161,7 @@ class CelebADataModule(TaskDataModule):
             raise BadInputError(f"The unlabelled image folder {str(self.unlabelled_root)!r} does not exist.")
         self.predict_split = predict_split
         self.min_scale = min_scale
-        # The view the loaders produce; the module raises it to a larger teacher's resolution so
-        # that teacher and student see the same crop (see ``use_view_resolution``).
-        self.view_resolution = resolution
+        self.view_resolution = view_resolution or resolution
         names, self.image_names, self.labels = read_attribute_file(self.root / ATTRIBUTE_FILE)
         self.attribute_names: list[str] = names
         self.partition = read_partition_file(self.root / PARTITION_FILE, self.image_names)
@@ -265,19 +269,3 @@ class CelebADataModule(TaskDataModule):
             names = [n for part in parts for n in part[1]] + extra_names
             labels = np.zeros((len(paths), len(self.attribute_names)), np.uint8)
         return FaceAttributeDataset(paths, names, labels, np.zeros(len(paths), bool), self.predict_transform())
-
-    def use_view_resolution(self, resolution: int) -> None:
-        """Make the loaders produce ``resolution``-pixel views (a larger teacher's), from now on.
-
-        Called by the module in its ``setup`` (after the splits are built, before any loader
-        starts a worker); the module resizes each batch to its own and the teacher's resolution.
-        """
-        if resolution == self.view_resolution:
-            return
-        self.view_resolution = resolution
-        for split, dataset in self._datasets.items():
-            if isinstance(dataset, FaceAttributeDataset):
-                make = train_transform(resolution, self.min_scale) if split == "train" else eval_transform(resolution)
-                dataset.transform = make
-            elif isinstance(dataset, PredictFolder):
-                dataset.transform = self.predict_transform()

@@ -35,6 +35,11 @@ SOURCE_LFW, SOURCE_HELDOUT = 0, 1
 HELDOUT_SEED = 1503  # the held-out identities are a fixed, seeded choice: the same in every run
 
 
+def validates_on_lfw(root: str | None, lfw_root: str | None) -> bool:
+    """Whether a ``FaceDataModule`` of these options has LFW pairs (the demo brings its own)."""
+    return lfw_root is not None or root is None
+
+
 def identity_images(root: Path) -> dict[str, list[Path]]:
     """``{identity: [images]}`` for every identity folder under ``root`` that holds images, sorted."""
     if not root.is_dir():
@@ -263,7 +268,7 @@ class FaceDataModule(TaskDataModule):
                 "A triplet batch is P identities x K images (P, K >= 2): --data.batch_size must be a multiple of "
                 f"--data.images_per_identity of at least twice it; got {batch_size} and {images_per_identity}."
             )
-        if lfw_root is None and self.uses_demo:
+        if lfw_root is None and self.uses_demo:  # the demo brings its own LFW-layout set (validates_on_lfw)
             lfw_root = str(self.root.parent / "lfw")
         self.lfw_root = Path(lfw_root).expanduser() if lfw_root else None
         if self.lfw_root is not None and not self.lfw_root.is_dir():

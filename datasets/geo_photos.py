@@ -46,8 +46,9 @@ _ROWS_PER_CHUNK = 1 << 16
 _LIMITS = np.array([90.0, 180.0])  # |LAT|, |LON|
 # Code defaults for a small custom set (``None``): T1 = 1/40 of the training photos, so a set of any
 # size is cut into some 40-100 cells (a split leaves cells of T1/4 to T1 photos), few enough for a
-# short run to learn; T2 = T1 / 10 drops cells with too few photos to learn from. Measured on the
-# demo and on a second, differently made set (README). PlaNet's 10,000 / 50 suit 126M photos.
+# short run to learn; T2 = T1 / 10 drops cells with too few photos to learn from (measured on the
+# demo and on a second, differently made set: docs/geolocation.md, Measured). PlaNet's 10,000 / 50
+# suit 126M photos.
 DEFAULT_T1_SHARE = 40
 DEFAULT_T1_OVER_T2 = 10
 
@@ -111,8 +112,9 @@ def _checked_coordinates(path: Path, lines: list[str], first_line: int, columns:
 def _coordinates(path: Path, rows: list[str], lines: list[str], first_line: int, columns: dict[str, int]) -> np.ndarray:
     """(N, 2) LAT, LON of the non-blank ``rows`` of a chunk of ``lines``.
 
-    numpy's C parser (``loadtxt``) reads a chunk about 3x faster than the csv module; only a
-    chunk it refuses, or with a value out of range, is read again row by row to name the line.
+    numpy's C parser (``loadtxt``) reads a chunk faster than the csv module (docs/geolocation.md,
+    Partition speed and scale); only a chunk it refuses, or with a value out of range, is read
+    again row by row to name the line.
     """
     try:
         values = np.loadtxt(

@@ -1,8 +1,8 @@
 """S2 cell ids for many points at once: latitude/longitude -> leaf cell (level 30) -> parent at a level.
 
 s2sphere defines the cells (ids, tokens, centres); its ``CellId.from_lat_lng`` is pure Python,
-about 20 µs per point, which is minutes for MP-16's 4.7M photos and most of an hour for PlaNet's
-126M. This module is the same computation written once over numpy arrays, step for step as
+one call per point, too slow for MP-16's 4.7M photos or PlaNet's 126M (docs/geolocation.md,
+Decisions). This module is the same computation written once over numpy arrays, step for step as
 s2sphere's ``sphere.py`` (itself a port of the C++ S2 library's ``s2coords.h``):
 
     lat/lng (degrees) -> unit vector (x, y, z)        LatLng.to_point

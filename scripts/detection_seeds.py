@@ -1,4 +1,4 @@
-"""The README's detection figures in one command: the default fit, 3 seeds, on the demo and the second set.
+"""The detection figures of docs/detection.md in one command: the default fit, 3 seeds, on the demo and the second set.
 
     python scripts/detection_seeds.py --backbone 0.5 0.75                  # code defaults (300 steps)
     python scripts/detection_seeds.py --backbone 0.5 -- --trainer.max_time 00:00:08:00

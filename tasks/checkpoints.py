@@ -12,7 +12,8 @@
 * ``stamp``: every checkpoint records which task, width and resolution wrote it, so that
   ``check_checkpoint`` can refuse a file of another task or size with one sentence, before
   LightningCLI applies the checkpoint's hyper-parameters (which would fail with a parser error
-  or a state-dict traceback).
+  or a state-dict traceback). The file is opened by ``backbone.checkpoint_reader``, the reader
+  every checkpoint, teacher and weights file goes through, so a damaged file gets one sentence.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
+from backbone.checkpoint_reader import read_checkpoint
 from backbone.errors import BadInputError
 
 STAMP_KEY = "mobilenet_suite"
@@ -110,7 +112,7 @@ class TaskCheckpoint(ModelCheckpoint):
 
 
 def resolve_ckpt_path(value: str | None, folder: Path) -> str | None:
-    """``last`` / ``best`` -> the file in the run's checkpoint folder; a path must exist."""
+    """``last`` / ``best`` -> the file in the run's checkpoint folder; a path is read by ``check_checkpoint``."""
     if value is None or value in ("hpc", "registry"):
         return value
     if value == "last":
@@ -129,28 +131,7 @@ def resolve_ckpt_path(value: str | None, folder: Path) -> str | None:
                 "--trainer.default_root_dir to the run folder that holds it."
             )
         return str(candidates[-1])
-    if not Path(value).is_file():
-        raise BadInputError(f"The checkpoint {value!r} given with --ckpt_path does not exist.")
-    return value
-
-
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """Load ``path`` (weights only, on the CPU) or say in one sentence why it is not a checkpoint."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # torch raises many types for foreign files: all mean "not a checkpoint"
-        if Path(path).stat().st_size == 0:
-            raise BadInputError(
-                f"The checkpoint {path!r} is an empty file; expected a checkpoint of this project."
-            ) from None
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise BadInputError(
-            f"The checkpoint {path!r} could not be read as a PyTorch checkpoint ({reason}); "
-            "expected a .ckpt file written by this project."
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise BadInputError(f"The checkpoint {path!r} holds no model state_dict; expected a Lightning .ckpt file.")
-    return checkpoint
+    return value  # read (and refused if it cannot be) by check_checkpoint, through the one reader
 
 
 def check_checkpoint(

@@ -43,8 +43,8 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
         (["--backbone", "1.5"], r"width multiplier must be in \(0, 1\]"),
         (["--resolution", "16"], r"resolution must be .* at least 32 .*; got 16"),
         (["--data.root", "/no/such/folder"], r"data root '/no/such/folder' does not exist"),
-        (["--ckpt_path", "/no/such.ckpt"], r"checkpoint '/no/such.ckpt' .* does not exist"),
-        (["--model.backbone_weights", "/no/w.pt"], r"weights file '/no/w.pt' does not exist"),
+        (["--ckpt_path", "/no/such.ckpt"], r"^error: The checkpoint '/no/such.ckpt' does not exist.$"),
+        (["--model.backbone_weights", "/no/w.pt"], r"^error: The checkpoint '/no/w.pt' does not exist.$"),
     ],
 )
 def test_bad_input_is_one_sentence(

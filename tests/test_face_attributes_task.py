@@ -102,7 +102,7 @@ def read_names(root: Path) -> list[str]:
         (["--model.hard_label_weight", "1.5"], r"hard_label_weight must be in \[0, 1\]; got 1.5"),
         (["--data.unlabelled_root", "/no/such/dir"], r"unlabelled image folder '/no/such/dir' does not exist"),
         (["--data.teacher_outputs", "/no/t.csv"], r"teacher outputs file '/no/t.csv' does not exist"),
-        (["--model.teacher", "/no/t.ckpt"], r"teacher checkpoint '/no/t.ckpt' does not exist"),
+        (["--model.teacher", "/no/t.ckpt"], r"^error: The checkpoint '/no/t.ckpt' does not exist.$"),
     ],
 )
 def test_bad_input_is_one_sentence(
@@ -127,10 +127,10 @@ def test_a_checkpoint_of_another_task_is_refused_as_teacher(
     hparams = {"_class_path": "tasks.detection.module.DetectionModule", "num_classes": 5, "width": 0.25}
     torch.save({"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": hparams}, ckpt)
     args = ["fit", *fast_args(tiny_celeba, tmp_path / "runs", "--model.teacher", str(ckpt))]
-    line = expect_one_sentence(face_attributes.main, args, "holds a tasks.detection", capsys)
+    line = expect_one_sentence(face_attributes.main, args, "holds a detection model", capsys)
     assert line == (
-        f"error: The teacher checkpoint '{ckpt}' holds a tasks.detection.module.DetectionModule model, "
-        "not a face-attributes model; give a checkpoint written by 'python -m tasks.face_attributes fit'."
+        f"error: The teacher checkpoint '{ckpt}' holds a detection model, not a face_attributes one; "
+        "give a checkpoint written by 'python -m tasks.face_attributes fit'."
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from datasets.demo.faces import write_identities, write_lfw
 from tasks.face_embedding.module import main
@@ -114,6 +115,9 @@ def test_without_lfw_validates_on_heldout_identities(
     metrics = read_metrics(runs)["metrics"]
     assert "tar_at_far_1e-4" in metrics and "lfw_accuracy" not in metrics
     assert len(list((runs / "checkpoints").glob("best-*"))) == 1  # picked by tar_at_far_1e-4
+    # decided when the arguments were parsed (not by the module in setup): the saved config says so
+    config = yaml.safe_load(next(runs.glob("lightning_logs/version_*/config.yaml")).read_text())
+    assert config["checkpoint"]["monitor"] == "tar_at_far_1e-4"
 
 
 def test_bad_lfw_root_is_one_sentence(faces: tuple[Path, Path], tmp_path: Path, capsys) -> None:

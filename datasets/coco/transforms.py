@@ -2,7 +2,7 @@
 
 The policies (``detection_transform``): ``ssd`` is SSD's full augmentation (Liu et al. 2016, §2.2
 and §3.6: photometric distortion, zoom-out, IoU-constrained crop, flip), ``light`` the flip only
-(the default for short runs on small sets, see the README), ``none`` a plain resize.
+(the default for short runs on small sets, see docs/detection.md), ``none`` a plain resize.
 """
 
 from __future__ import annotations
@@ -184,9 +184,9 @@ def detection_transform(resolution: int, policy: AugmentPolicy = "ssd") -> A.Com
     photometric distortion on the original pixels, zoom-out (p=0.5, up to 4x), IoU-constrained
     crop, horizontal flip (p=0.5), resize. It pays off over COCO-length schedules (SSD §3.6:
     +2-3 mAP on small objects) but slows learning many times over in a short run.
-    ``light``: the horizontal flip only: the default, for short runs on small custom sets. On the
-    demo set (README) SSD's policy trains many times slower, and even its photometric distortion
-    alone cost 0.15 mAP@0.5 over 30 epochs: colour can be what tells a custom set's classes apart.
+    ``light``: the horizontal flip only: the default, for short runs on small custom sets, where
+    SSD's policy and even its photometric distortion alone cost accuracy (colour can be what tells
+    a custom set's classes apart): see docs/detection.md, Code defaults.
 
     Boxes are re-filtered after every step (``check_each_transform``): clipped to the image and
     dropped when under 1 pixel wide or high, so every box that comes out is valid.

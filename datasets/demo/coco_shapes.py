@@ -1,7 +1,8 @@
 """A second COCO-format detection set, unlike the built-in demo, for checking that defaults generalise.
 
 The detection defaults were once tuned on the demo (``datasets.demo.coco``) alone; this set is
-what they are also measured on (README, and ``scripts/detection_minimal_loop.py``'s ablation).
+what they are also measured on (docs/detection.md, Measured, and the ablation of
+``benchmarks/detection_minimal_loop.py``).
 It differs from the demo in every way a small custom set might:
 
 =================  ==========================================  ==============================

@@ -233,5 +233,5 @@ def write_demo_faces(folder: Path) -> None:
 
 
 def ensure_demo_faces(root: Path | None = None) -> Path:
-    """The face demo sets (generated on first use, about 20 s): see the module docstring."""
+    """The face demo sets (generated on first use): see the module docstring."""
     return build_once(DEMO_NAME, write_demo_faces, root)

@@ -117,8 +117,8 @@ class DetectionModule(TaskModule):
             and over 0.50:0.95) next to ``metrics.json``.
         lr_decay_start: the default schedule holds the peak lr for this share of the run (after
             the warm-up), then anneals it to zero with a cosine (``tasks.optim.warmup_cosine``).
-            0.5 by default: at 400 steps from scratch on the second generated set it reached
-            mAP@0.5 0.439 where a cosine over the whole run reached 0.356 (README, ablation).
+            0.5 by default, chosen by the ablation at equal steps on the second generated set
+            (see docs/detection.md, Measured).
         init_from: a detector checkpoint of this task (same ``arch`` and width, any number of
             classes) to start from: every weight is loaded but the class-dependent head (SSD's
             class predictors, Faster R-CNN's box predictor) when its class count differs.

@@ -21,6 +21,8 @@ checkpoint is picked by ``mean_ap``. ``predict`` writes ``attributes.csv`` (``wr
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,11 +35,26 @@ from backbone.mobilenet import Activation
 from tasks.base import TaskModule
 from tasks.face_attributes.losses import attribute_loss, per_image_cross_entropy
 from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
-from tasks.face_attributes.model import Teacher, build_attribute_net, load_teacher, resize_batch
+from tasks.face_attributes.model import attribute_teacher_net, build_attribute_net
+from tasks.teacher import FrozenTeacher, resize_batch, teacher_resolution
 
 Batch = dict[str, Any]
 # The attribute names come from the data (list_attr_celeba.txt's second line).
 ATTRIBUTE_LINKS = (("data.attribute_names", "model.attribute_names"),)
+TASK = "face_attributes"  # the task a teacher checkpoint must come from
+
+
+def load_teacher(path: str | os.PathLike[str], attribute_names: Sequence[str]) -> FrozenTeacher:
+    """The face-attributes checkpoint at ``path`` (any width and resolution) as the frozen teacher of
+    a student of ``attribute_names``; a checkpoint of another task is refused in one sentence."""
+    build = attribute_teacher_net(path, attribute_names)
+    return FrozenTeacher.load(path, TASK, build, needs=("attribute_names", "width"))
+
+
+def view_resolution(resolution: int, teacher: str | None) -> int:
+    """The size of the views the loaders produce: the larger of the student's and the teacher's
+    resolution, so that both networks see the same augmented crop, each resized to its own size."""
+    return max(resolution, teacher_resolution(teacher, resolution))
 
 
 class FaceAttributesModule(TaskModule):
@@ -58,6 +75,9 @@ class FaceAttributesModule(TaskModule):
     """
 
     not_saved = (*TaskModule.not_saved, "teacher")
+    # Decided when the arguments are parsed (tasks.cli applies it as a jsonargparse link), so the
+    # data module is built with the views it will produce and the model never rewrites it.
+    parse_links = ((("resolution", "model.teacher"), "data.view_resolution", view_resolution),)
 
     def __init__(
         self,
@@ -85,12 +105,12 @@ class FaceAttributesModule(TaskModule):
         # Per-image means summed and counted over every rank: exact whole-split averages under DDP.
         self.eval_loss = MeanMetric()
         self.emulation = MeanMetric()
-        # A plain attribute, not a submodule (see Teacher): loaded now, so a wrong file fails first.
-        self.teacher: Teacher | None = load_teacher(teacher, attribute_names) if teacher else None
+        # A plain attribute, not a submodule (see tasks.teacher): loaded now, so a wrong file fails first.
+        self.teacher: FrozenTeacher | None = load_teacher(teacher, attribute_names) if teacher else None
         self._left_out_reported: set[str] = set()
 
     # ----------------------------------------------------------------------------------------
-    # setup: the data must match; a larger teacher gets the views at its resolution
+    # setup: the data must match (the views' size was decided at parse time: view_resolution)
     # ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
@@ -109,9 +129,6 @@ class FaceAttributesModule(TaskModule):
                 f"The unlabelled images of {str(data.unlabelled_root)!r} have no labels; they need a teacher "
                 "(--model.teacher CKPT or --data.teacher_outputs FILE)."
             )
-        if self.teacher is not None:
-            # Both networks then see the same augmented crop, each at its own resolution.
-            data.use_view_resolution(max(self.hparams.resolution, self.teacher.resolution))
 
     # ----------------------------------------------------------------------------------------
     # forward / training
@@ -123,7 +140,7 @@ class FaceAttributesModule(TaskModule):
     def teacher_probs(self, batch: Batch) -> Tensor | None:
         """The teacher's probabilities for the batch: from ``--model.teacher`` or the outputs file."""
         if self.teacher is not None:
-            return torch.sigmoid(self.teacher.logits(batch["image"]))
+            return torch.sigmoid(self.teacher(batch["image"]))
         return batch.get("teacher")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

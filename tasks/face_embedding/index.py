@@ -38,7 +38,8 @@ Kind = Literal["flat", "hnsw", "ivfpq"]
 KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
 FORMAT = "mobilenet-suite face index"
 VERSION = 1
-HNSW_M = 32  # graph degree: faiss's usual 16-64; 32 keeps recall@1 > 0.95 at efSearch 64
+# graph degree: faiss's usual 16-64 (its recall against exact search: docs/face_embedding.md, Face index benchmark)
+HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40  # faiss's default
 HNSW_EF_SEARCH = 64
 PQ_M = 16  # bytes per compressed vector: 8 dimensions per sub-quantizer at d = 128

@@ -260,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--images", help="the gallery folder (<identity>/*.jpg); default: the demo gallery")
     b.add_argument("--out", required=True, help="the index file to write (its metadata goes to <out>.json)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index")
-    b.add_argument("--kind", choices=KINDS, default="flat", help="flat (exact), hnsw or ivfpq (see the README)")
+    b.add_argument(
+        "--kind", choices=KINDS, default="flat", help="flat (exact), hnsw or ivfpq (see docs/face_embedding.md)"
+    )
     b.add_argument("--hnsw-m", type=int, help="HNSW graph degree (default 32)")
     b.add_argument("--nlist", type=int, help="IVF clusters (default about 4 * sqrt(faces))")
     b.add_argument("--pq-m", type=int, help="PQ bytes per face (default 16)")

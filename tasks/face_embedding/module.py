@@ -16,13 +16,12 @@ gathered from every rank (each image once) and scored once. The best checkpoint 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor
 from torch.optim import Optimizer
@@ -30,8 +29,7 @@ from torch.optim import Optimizer
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
 from backbone.weights import load_backbone_weights
-from datasets.face_identities import SOURCE_HELDOUT, SOURCE_LFW, FaceImages, batch_teacher
-from tasks import checkpoints
+from datasets.face_identities import SOURCE_HELDOUT, SOURCE_LFW, FaceImages, batch_teacher, validates_on_lfw
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.distributed import broadcast_from_zero, gather_objects
@@ -39,16 +37,18 @@ from tasks.face_embedding.losses import TRIPLET_MARGIN, distillation_loss, tripl
 from tasks.face_embedding.metrics import lfw_metrics, tar_at_far
 from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
 from tasks.outputs import atomic_path
+from tasks.teacher import FrozenTeacher, model_state, read_task_checkpoint
 
+TASK = "face_embedding"
 MONITOR, FALLBACK_MONITOR = "lfw_accuracy", "tar_at_far_1e-4"
 
 
 def adamw_1e2(params: Iterable[Any]) -> Optimizer:
     """AdamW, lr 1e-2: the default for a short from-scratch triplet run on a small set.
 
-    Measured on the built-in demo (0.5-64, 250 steps of 16 x 4 faces): LFW accuracy 0.77 at
-    lr 1e-2 against 0.63 at the classification default of 3e-3; semi-hard mining's gradients
-    are small (most triplets sit inside the margin), so a larger step pays off here.
+    Chosen against the classification default (3e-3) on the built-in demo: see
+    docs/face_embedding.md, Measured. Semi-hard mining's gradients are small (most triplets sit
+    inside the margin), so a larger step pays off here.
     """
     return torch.optim.AdamW(params, lr=1e-2)
 
@@ -72,6 +72,11 @@ class FaceEmbeddingModule(TaskModule):
 
     not_saved = (*TaskModule.not_saved, "teacher", "roc_curve")
 
+    @classmethod
+    def checkpoint_monitor(cls, data: Mapping[str, Any]) -> str | None:
+        """Without LFW the best checkpoint is picked by the held-out TAR (decided at parse time)."""
+        return None if validates_on_lfw(data.get("root"), data.get("lfw_root")) else FALLBACK_MONITOR
+
     def __init__(
         self,
         embedding_size: int = EMBEDDING_SIZE,
@@ -91,16 +96,15 @@ class FaceEmbeddingModule(TaskModule):
         self.model = FaceEmbedder(self.hparams.width, embedding_size, dropout=dropout, activation=activation)
         if backbone_weights:
             load_backbone_weights(self.model.backbone, backbone_weights, classifier=False)
-        # The teacher is kept out of the module's children: it is neither trained nor saved.
-        self._teacher: list[tuple[FaceEmbedder, int]] = []
+        # A plain attribute, not a submodule (see tasks.teacher): neither trained, saved nor wrapped by DDP.
+        self.teacher: FrozenTeacher | None = None
         if teacher:
-            model, hparams = load_face_embedder(teacher)
-            if hparams["embedding_size"] != embedding_size:
+            self.teacher = FrozenTeacher.load(teacher, TASK, build_embedder, needs=("embedding_size",))
+            if self.teacher.hparams["embedding_size"] != embedding_size:
                 raise BadInputError(
-                    f"The teacher {teacher!r} makes {hparams['embedding_size']}-d embeddings; the student's are "
-                    f"{embedding_size}-d (--model.embedding_size)."
+                    f"The teacher {teacher!r} makes {self.teacher.hparams['embedding_size']}-d embeddings; the "
+                    f"student's are {embedding_size}-d (--model.embedding_size)."
                 )
-            self._teacher.append((model.requires_grad_(False), int(hparams.get("resolution", 128))))
         self.roc_curve = roc_curve
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -111,14 +115,9 @@ class FaceEmbeddingModule(TaskModule):
     def teacher_embeddings(self, batch: dict[str, Any]) -> Tensor | None:
         """The teacher's embeddings of the batch: precomputed (data) or from the teacher model."""
         given = batch_teacher(batch)
-        if given is not None or not self._teacher:
+        if given is not None or self.teacher is None:
             return given
-        model, resolution = self._teacher[0]
-        images = batch["image"]
-        if images.shape[-1] != resolution:
-            images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True)
-        with torch.no_grad():
-            return model.to(self.device).eval()(images)
+        return self.teacher(batch["image"])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         embeddings = self(batch["image"])
@@ -143,15 +142,6 @@ class FaceEmbeddingModule(TaskModule):
             )
         self.log("train_loss", loss, prog_bar=True)
         return loss
-
-    def setup(self, stage: str) -> None:
-        # Without LFW the best checkpoint is picked by the held-out TAR (set before checkpoint
-        # states are restored, so a resumed run keeps its best score).
-        data = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and getattr(data, "lfw_pairs", True) is None:
-            for callback in self.trainer.checkpoint_callbacks:
-                if getattr(callback, "monitor", None) == MONITOR:
-                    callback.monitor = FALLBACK_MONITOR
 
     # --- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any]) -> None:
@@ -230,33 +220,22 @@ class FaceEmbeddingModule(TaskModule):
         ]
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint of this task (Lightning ``.ckpt``), or one sentence saying why it is not one."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BadInputError(f"The face embedding checkpoint {str(path)!r} does not exist.")
-    checkpoint = checkpoints.read_checkpoint(str(path))
-    task = (checkpoint.get(checkpoints.STAMP_KEY) or {}).get("task", "face_embedding")
-    if task != "face_embedding" or "embedding_size" not in (checkpoint.get("hyper_parameters") or {}):
-        raise BadInputError(
-            f"{str(path)!r} is not a checkpoint of tasks.face_embedding (it was written by {task}); "
-            "give one written by 'python -m tasks.face_embedding fit'."
-        )
-    return checkpoint
-
-
-def load_face_embedder(path: str | os.PathLike[str]) -> tuple[FaceEmbedder, dict[str, Any]]:
-    """The embedder of a ``tasks.face_embedding`` checkpoint (eval mode) and its hyper-parameters."""
-    checkpoint = read_checkpoint(path)
-    hparams = dict(checkpoint["hyper_parameters"])
+def build_embedder(hparams: Mapping[str, Any], state: dict[str, Tensor]) -> FaceEmbedder:
+    """The embedder a checkpoint of this task describes (``hparams``), with its weights ``state``."""
     model = FaceEmbedder(
         hparams.get("width", 1.0),
         hparams["embedding_size"],
         activation=hparams.get("activation", "relu6"),
     )
-    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
-    return model.eval(), hparams
+    return model.eval()
+
+
+def load_face_embedder(path: str | os.PathLike[str]) -> tuple[FaceEmbedder, dict[str, Any]]:
+    """The embedder of a ``tasks.face_embedding`` checkpoint (eval mode) and its hyper-parameters."""
+    checkpoint = read_task_checkpoint(path, TASK, needs=("embedding_size",))
+    hparams = dict(checkpoint["hyper_parameters"])
+    return build_embedder(hparams, model_state(checkpoint)), hparams
 
 
 def write_roc_png(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
