@@ -12,7 +12,8 @@
 * ``stamp``: every checkpoint records which task, width and resolution wrote it, so that
   ``check_checkpoint`` can refuse a file of another task or size with one sentence, before
   LightningCLI applies the checkpoint's hyper-parameters (which would fail with a parser error
-  or a state-dict traceback).
+  or a state-dict traceback); and what each of its output units means (``outputs``: the data
+  module's ``output_names``), which ``tasks.guards`` compares by name with the data it is used on.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from backbone.errors import BadInputError
 
 STAMP_KEY = "mobilenet_suite"
+OUTPUTS_KEY = "outputs"  # in the stamp: {head: [name of each output unit]}, see TaskDataModule.output_names
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -50,10 +52,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class TaskStamp(Callback):
-    """Record in every checkpoint which task, width and resolution wrote it."""
+    """Record in every checkpoint which task, width and resolution wrote it, and the names of its outputs."""
 
     def __init__(self, task: str) -> None:
         self.task = task
+        self._outputs: tuple[int, Any] | None = None  # (id of the data module, its output names)
+
+    def output_names(self, trainer: Trainer) -> Any:
+        """The training data's ``output_names("fit")`` (read once per data module), or None."""
+        data = trainer.datamodule
+        if data is None or not callable(getattr(data, "output_names", None)):
+            return None
+        if self._outputs is None or self._outputs[0] != id(data):
+            self._outputs = (id(data), data.output_names("fit"))
+        return self._outputs[1]
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         hparams = pl_module.hparams
@@ -62,6 +74,9 @@ class TaskStamp(Callback):
             "width": hparams.get("width"),
             "resolution": hparams.get("resolution"),
         }
+        outputs = self.output_names(trainer)
+        if outputs is not None:
+            checkpoint[STAMP_KEY][OUTPUTS_KEY] = {head: list(names) for head, names in outputs.items()}
 
 
 class TaskCheckpoint(ModelCheckpoint):
