@@ -33,6 +33,7 @@ from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
 from tasks.callbacks import MetricsJSON, ValidationPlan
 from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
+from tasks.finite import FiniteLoss
 from tasks.guards import CheckpointGuard
 from tasks.outputs import ensure_folder
 
@@ -82,7 +83,7 @@ class TaskCLI(LightningCLI):
         self.guard = CheckpointGuard()
         trainer_defaults = {
             "default_root_dir": f"runs/{task}",
-            "callbacks": [MetricsJSON(), TaskStamp(task), self.validation_plan, self.guard, *callbacks],
+            "callbacks": [MetricsJSON(), TaskStamp(task), self.validation_plan, self.guard, FiniteLoss(), *callbacks],
             "log_every_n_steps": 10,
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
