@@ -5,8 +5,8 @@
   module's ``output_names``, stamped by ``tasks.checkpoints.TaskStamp``). Whenever a checkpoint is
   used (``validate``/``test``/``predict --ckpt_path``, ``fit --ckpt_path``), ``check_loaded_checkpoint``
   (called by ``TaskModule.on_load_checkpoint``) compares them by name with the data's, before the
-  weights are loaded or any step runs: a difference in order, set, count or
-  heads is refused in one sentence naming the first one. Counting alone let a face-attributes
+  weights are loaded or any step runs: a difference in order, set, count or heads is refused in
+  one sentence naming the first one. Counting alone let a face-attributes
   model score Bangs against Blond_Hair's labels when two columns were swapped (the data -> model
   link overwrites the checkpoint's names, so the module compared the data with itself), and
   a geolocation run resumed with one more partition level trained its one head on the coarse
