@@ -37,6 +37,8 @@ from datasets.images import PredictFolder, collate_with_info
 from datasets.loading import make_loader
 
 SPLITS = ("train", "val", "test", "predict")
+# {head: [the name of each of its output units, in order]}: see ``TaskDataModule.output_names``.
+OutputNames = dict[str, list[str]]
 
 
 class TaskDataModule(LightningDataModule):
@@ -109,6 +111,18 @@ class TaskDataModule(LightningDataModule):
     def train_sampler(self, dataset: Dataset) -> Sampler | None:
         """The training order; None shuffles (see ``make_loader`` for DDP)."""
         return None
+
+    def output_names(self, stage: str) -> OutputNames | None:
+        """What each output unit of the model means in this data: ``{head: [name of unit 0, ...]}``.
+
+        Every checkpoint records the names of the data it was trained on (``tasks.checkpoints.TaskStamp``)
+        and a checkpoint is used (``--ckpt_path``) only with data whose names are the same, in the
+        same order (``tasks.guards``): a count alone let a model score each attribute against
+        another's labels. ``stage`` is Lightning's (``fit``, ``validate``, ``test``, ``predict``);
+        None means that the data of ``stage`` does not refer to the outputs by index (nothing to
+        compare), ``{}`` that the model has no named outputs. Every layout declares it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare output_names().")
 
     # --- shared ------------------------------------------------------------------------------
     def dataset(self, split: str) -> Dataset:

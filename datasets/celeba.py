@@ -40,7 +40,7 @@ from datasets.attribute_files import (
     read_attributes_csv,
     read_partition_file,
 )
-from datasets.base import TaskDataModule
+from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.celeba import ensure_celeba_demo
 from datasets.images import PredictFolder, image_files, read_rgb
 
@@ -269,3 +269,8 @@ class CelebADataModule(TaskDataModule):
             names = [n for part in parts for n in part[1]] + extra_names
             labels = np.zeros((len(paths), len(self.attribute_names)), np.uint8)
         return FaceAttributeDataset(paths, names, labels, np.zeros(len(paths), bool), self.predict_transform())
+
+    def output_names(self, stage: str) -> OutputNames:
+        """One output per attribute, in ``list_attr_celeba.txt``'s column order; ``predict`` writes
+        the columns of ``attributes.csv`` under these names."""
+        return {"attributes": list(self.attribute_names)}

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
-from datasets.base import TaskDataModule
+from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.faces import ensure_demo_faces
 from datasets.images import image_files, read_rgb
 from datasets.lfw import read_pairs
@@ -327,6 +327,11 @@ class FaceDataModule(TaskDataModule):
 
     def predict_transform(self) -> v2.Compose:
         return face_eval_transform(self.resolution)
+
+    def output_names(self, stage: str) -> OutputNames:
+        """No named outputs: the embedding's units are not named by the data (identities are only used by the
+        loss, and evaluation compares embeddings with each other), so any identity set fits."""
+        return {}
 
     def train_sampler(self, dataset: Dataset) -> PKSampler:
         trainer = getattr(self, "trainer", None)

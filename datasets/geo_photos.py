@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
-from datasets.base import TaskDataModule
+from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.geo import ensure_geo_demo
 from datasets.geo_partition import Partition, build_partition, check_thresholds
 from datasets.image_list import classification_eval_transform, classification_train_transform
@@ -321,6 +321,20 @@ class GeoPhotosDataModule(TaskDataModule):
         if self.num_cells == 0:
             return []
         return [len(p) for p in self.partitions[:-1]]
+
+    def output_names(self, stage: str) -> OutputNames | None:
+        """Training: one head per partition, coarse to fine, each output named by its S2 cell token.
+
+        Evaluation and predict need no names: their targets are coordinates, and the cells used
+        are the checkpoint's own (kept in its buffers), whatever the data would build now.
+        """
+        if stage != "fit":
+            return None
+        heads = {
+            f"coarse cells (T1 = {t1})": p.tokens
+            for t1, p in zip(self.coarse_max_photos, self.partitions, strict=False)
+        }
+        return {**heads, "cells": self.partitions[-1].tokens}
 
     # --- splits ------------------------------------------------------------------------------
     def train_dataset(self) -> Dataset:

@@ -22,7 +22,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
-from datasets.base import TaskDataModule
+from datasets.base import OutputNames, TaskDataModule
 from datasets.images import read_rgb
 
 
@@ -121,3 +121,7 @@ class ImageListDataModule(TaskDataModule):
 
     def predict_transform(self) -> v2.Compose:
         return classification_eval_transform(self.resolution)
+
+    def output_names(self, stage: str) -> OutputNames:
+        """One output per class, named by its folder (label order)."""
+        return {"classes": list(self.class_names)}

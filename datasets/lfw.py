@@ -6,7 +6,8 @@ then, set by set, ``n`` same-person lines ``Name i j`` and ``n`` different-perso
 10 folds of the protocol: the fold of a pair is the set it is listed in, never a re-split.
 
 A malformed line or a pair whose image is missing is one clear error naming the line; the
-FaceNet reference code silently skips such pairs, which changes the folds without saying so.
+FaceNet reference code silently skips such pairs, which changes the folds without saying so. A
+file of fewer than 2 sets is refused: no other set is left to pick a set's threshold on.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ def read_pairs(root: str | Path, pairs_file: str = PAIRS_FILE) -> LfwPairs:
             f"{str(path)!r} line 1: expected the header '<sets> <pairs per set>' (LFW's is '10 300'), got {shown!r}."
         )
     sets, per_set = int(header[0]), int(header[1])
+    if sets < 2:
+        # Each set's threshold is picked on the other sets: with one set there are none, every
+        # model scored 0.5, and the best checkpoint was picked by that.
+        raise BadInputError(
+            f"{str(path)!r} line 1 announces {sets} set of pairs; LFW's protocol picks each set's threshold on the "
+            "other sets, so it needs at least 2 (LFW's header is '10 300')."
+        )
     body = [(no, line) for no, line in enumerate(lines[1:], start=2) if line.strip()]
     if len(body) != 2 * sets * per_set:
         raise BadInputError(

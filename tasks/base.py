@@ -28,6 +28,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
+from tasks.guards import check_loaded_checkpoint
 from tasks.optim import configure_optimization
 
 
@@ -108,11 +109,13 @@ class TaskModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rename parameters saved under an older name (``renamed_prefixes``), then refuse in one
-        sentence a checkpoint whose tensors do not fit this model (another width, class count ...)."""
+        sentence a checkpoint whose outputs mean other things than the data's (``tasks.guards``) or
+        whose tensors do not fit this model (another width, class count ...)."""
         state = checkpoint.get("state_dict", {})
         for old, new in self.renamed_prefixes.items():
             for key in [k for k in state if k.startswith(old)]:
                 state[new + key[len(old) :]] = state.pop(key)
+        check_loaded_checkpoint(self._trainer, checkpoint)
         own = self.state_dict()
         for key, value in state.items():
             if key in own and tuple(own[key].shape) != tuple(value.shape):

@@ -12,8 +12,12 @@
 * ``stamp``: every checkpoint records which task, width and resolution wrote it, so that
   ``check_checkpoint`` can refuse a file of another task or size with one sentence, before
   LightningCLI applies the checkpoint's hyper-parameters (which would fail with a parser error
-  or a state-dict traceback). The file is opened by ``backbone.checkpoint_reader``, the reader
-  every checkpoint, teacher and weights file goes through, so a damaged file gets one sentence.
+  or a state-dict traceback); and what each of its output units means (``outputs``: the data
+  module's ``output_names``), which ``tasks.guards`` compares by name with the data it is used on.
+  The file is opened by ``backbone.checkpoint_reader``, the reader every checkpoint, teacher and
+  weights file goes through, so a damaged file gets one sentence.
+* ``TaskCheckpoint`` never writes a state holding a NaN or an infinity (``tasks.finite``): the run
+  stops in one sentence instead, and the files on disk keep the last finite weights.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from backbone.checkpoint_reader import read_checkpoint
 from backbone.errors import BadInputError
+from tasks.finite import ADVICE, NonFiniteError, any_rank, first_non_finite
 
 STAMP_KEY = "mobilenet_suite"
+OUTPUTS_KEY = "outputs"  # in the stamp: {head: [name of each output unit]}, see TaskDataModule.output_names
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -52,10 +58,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class TaskStamp(Callback):
-    """Record in every checkpoint which task, width and resolution wrote it."""
+    """Record in every checkpoint which task, width and resolution wrote it, and the names of its outputs."""
 
     def __init__(self, task: str) -> None:
         self.task = task
+        self._outputs: tuple[int, Any] | None = None  # (id of the data module, its output names)
+
+    def output_names(self, trainer: Trainer) -> Any:
+        """The training data's ``output_names("fit")`` (read once per data module), or None."""
+        data = trainer.datamodule
+        if data is None or not callable(getattr(data, "output_names", None)):
+            return None
+        if self._outputs is None or self._outputs[0] != id(data):
+            self._outputs = (id(data), data.output_names("fit"))
+        return self._outputs[1]
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         hparams = pl_module.hparams
@@ -64,6 +80,9 @@ class TaskStamp(Callback):
             "width": hparams.get("width"),
             "resolution": hparams.get("resolution"),
         }
+        outputs = self.output_names(trainer)
+        if outputs is not None:
+            checkpoint[STAMP_KEY][OUTPUTS_KEY] = {head: list(names) for head, names in outputs.items()}
 
 
 class TaskCheckpoint(ModelCheckpoint):
@@ -81,6 +100,14 @@ class TaskCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        # Every rank saves together, and DDP keeps the weights equal on every rank: all raise.
+        bad = first_non_finite(trainer.lightning_module)
+        if any_rank(trainer, bad is not None):
+            raise NonFiniteError(
+                f"The weights hold a NaN or an infinity ({bad or 'on another rank'}) after {trainer.global_step} "
+                f"optimizer steps, so {str(filepath)!r} was not written and the checkpoints keep the last finite "
+                f"weights: {ADVICE}."
+            )
         super()._save_checkpoint(trainer, filepath)
         if Path(filepath).name.startswith(self.CHECKPOINT_NAME_LAST):
             self._last_step_written = trainer.global_step
@@ -107,8 +134,11 @@ class TaskCheckpoint(ModelCheckpoint):
         # Under DDP only the failing rank gets here, and saving is collective (a broadcast, a
         # barrier): it waited forever for ranks still in their all-reduce (a 2-process gloo run
         # hung). last.ckpt then holds the last validation; the other ranks end on the lost peer.
-        if trainer.world_size == 1:
-            self._refresh_last(trainer)
+        # A NonFiniteError is raised by every rank at the same point, so they can save together.
+        if trainer.world_size == 1 or isinstance(exception, NonFiniteError):
+            # Non-finite weights are not saved (and not raised about again: the run is ending).
+            if not any_rank(trainer, first_non_finite(pl_module) is not None):
+                self._refresh_last(trainer)
 
 
 def resolve_ckpt_path(value: str | None, folder: Path) -> str | None:

@@ -13,6 +13,8 @@ needs on top:
   so that ``--ckpt_path last`` resumes a killed run from there;
 * the resolved config saved beside each run (Lightning's ``SaveConfigCallback``) and
   ``metrics.json`` written by every validate/test run (``tasks.callbacks.MetricsJSON``);
+* ``validate``/``test``/``predict`` score a checkpoint (``--ckpt_path``), never an untrained model,
+  and a checkpoint is used only with data whose outputs have the same names (``tasks.guards``);
 * bad input ends with one sentence on stderr and exit status 2, not a traceback.
 """
 
@@ -31,6 +33,8 @@ from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
 from tasks.callbacks import MetricsJSON, ValidationPlan
 from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
+from tasks.finite import FiniteLoss
+from tasks.guards import CheckpointGuard
 from tasks.outputs import ensure_folder
 
 DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
@@ -76,9 +80,10 @@ class TaskCLI(LightningCLI):
         self.links = tuple(links)
         self.default_steps = default_steps
         self.validation_plan = ValidationPlan()
+        self.guard = CheckpointGuard()
         trainer_defaults = {
             "default_root_dir": f"runs/{task}",
-            "callbacks": [MetricsJSON(), TaskStamp(task), self.validation_plan, *callbacks],
+            "callbacks": [MetricsJSON(), TaskStamp(task), self.validation_plan, self.guard, FiniteLoss(), *callbacks],
             "log_every_n_steps": 10,
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
@@ -146,6 +151,7 @@ class TaskCLI(LightningCLI):
             config["checkpoint"]["monitor"] = monitor  # decided before any callback state is restored
         folder = self._run_root(config) / "checkpoints"
         ckpt_path = resolve_ckpt_path(config.get("ckpt_path"), folder)
+        self.guard.check_arguments(subcommand, config, ckpt_path)  # no untrained model is scored
         if ckpt_path in (None, "hpc", "registry"):
             return
         config["ckpt_path"] = ckpt_path

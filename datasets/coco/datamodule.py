@@ -9,7 +9,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
-from datasets.base import TaskDataModule
+from datasets.base import OutputNames, TaskDataModule
 from datasets.coco.annotations import read_annotation_json
 from datasets.coco.dataset import CocoDetection, collate_detection, predict_transform
 from datasets.coco.image_info import CocoImageInfo
@@ -104,6 +104,15 @@ class CocoDataModule(TaskDataModule):
         dataset = self.dataset("val")
         assert isinstance(dataset, CocoDetection)
         return dataset.coco
+
+    def output_names(self, stage: str) -> OutputNames:
+        """Label k (1..K; 0 is the background) is the k-th category by id: ``name (id N)``. A
+        checkpoint's detections are written with these ids and scored against them."""
+        return {
+            "categories": [
+                f"{name} (id {cid})" for cid, name in zip(self.category_ids, self.category_names, strict=True)
+            ]
+        }
 
     def _require(self, split: str, *paths: Path) -> None:
         for needed in paths:

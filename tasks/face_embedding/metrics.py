@@ -124,6 +124,86 @@ def lfw_metrics(
     return LfwResult(fold_accuracy(distances, same, folds), val, far, tpr, fpr)
 
 
+@dataclass(frozen=True)
+class PartialScores:
+    """The metrics of the images that were embedded, and what that leaves out.
+
+    A run limited to part of the evaluation split (``--trainer.limit_val_batches``,
+    ``fast_dev_run``) embeds some images only: LFW is scored on the pairs whose two images were
+    embedded, each fold's threshold picked on the other folds that have pairs, so at least 2 such
+    folds are needed (NaN otherwise); ``tar_at_far_1e-4`` on the embedded held-out images.
+    """
+
+    metrics: dict[str, float]
+    lfw_result: LfwResult | None  # None: fewer than 2 folds have pairs (or no LFW)
+    pairs_scored: int
+    pairs_total: int
+    folds_scored: int
+    folds_total: int
+    heldout_scored: int
+    heldout_total: int
+
+    def summary(self, embedded: int, total: int) -> str:
+        """One sentence on what a partial evaluation scored."""
+        parts = []
+        if self.pairs_total:
+            share = f"{self.pairs_scored} of {self.pairs_total} pairs ({self.folds_scored} of {self.folds_total} folds)"
+            if self.lfw_result is None:
+                parts.append(
+                    f"the LFW metrics are NaN, as only {share} have both images embedded and each fold's "
+                    "threshold is picked on other folds"
+                )
+            else:
+                parts.append(f"LFW is scored on the {share} whose two images were embedded")
+        if self.heldout_total:
+            parts.append(f"tar_at_far_1e-4 on {self.heldout_scored} of {self.heldout_total} held-out images")
+        return (
+            f"Only {embedded} of the {total} evaluation images were embedded (a limited evaluation, e.g. "
+            f"--trainer.limit_val_batches or fast_dev_run): {'; '.join(parts)}."
+        )
+
+
+def score_embedded(
+    embeddings: np.ndarray,
+    embedded: np.ndarray,
+    lfw_images: np.ndarray | None,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    heldout_images: np.ndarray,
+    heldout_labels: np.ndarray,
+) -> PartialScores:
+    """Score what was embedded (see ``PartialScores``); with every image embedded it is the full protocol.
+
+    Args:
+        embeddings: (N, D) one row per image of the evaluation split (anything where not embedded).
+        embedded: (N,) bool, which rows hold an embedding.
+        lfw_images: the rows of LFW's images, in ``pairs``' image order; None without LFW.
+        pairs: ``(first, second, same, fold)`` of ``pairs.txt`` (indices into ``lfw_images``).
+        heldout_images: the rows of the held-out identities' images; ``heldout_labels`` their identity.
+    """
+    metrics: dict[str, float] = {}
+    result, pairs_scored, pairs_total, folds_scored, folds_total = None, 0, 0, 0, 0
+    if pairs is not None and lfw_images is not None:
+        first, second, same, fold = pairs
+        present = embedded[lfw_images]
+        kept = present[first] & present[second]
+        pairs_scored, pairs_total = int(kept.sum()), len(first)
+        folds, renumbered = np.unique(fold[kept], return_inverse=True)
+        folds_scored, folds_total = len(folds), len(np.unique(fold))
+        if folds_scored >= 2:
+            vectors = embeddings[lfw_images]
+            result = lfw_metrics(vectors, first[kept], second[kept], same[kept], renumbered.reshape(-1))
+        metrics["lfw_accuracy"] = float(result.accuracy.mean()) if result else float("nan")
+        metrics["lfw_accuracy_std"] = float(result.accuracy.std()) if result else float("nan")
+        metrics["val_at_far_1e-3"] = float(result.val.mean()) if result else float("nan")
+    held = heldout_images[embedded[heldout_images]]
+    if len(heldout_images):
+        labels = np.asarray(heldout_labels)[embedded[heldout_images]]
+        metrics["tar_at_far_1e-4"] = tar_at_far(embeddings[held], labels) if len(held) else float("nan")
+    return PartialScores(
+        metrics, result, pairs_scored, pairs_total, folds_scored, folds_total, len(held), len(heldout_images)
+    )
+
+
 def tar_at_far(embeddings: np.ndarray, labels: np.ndarray, far: float = TAR_FAR) -> float:
     """Over all pairs i < j: the largest TAR with FAR <= ``far``, accepting ``distance < threshold``.
 

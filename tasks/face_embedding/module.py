@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -34,7 +35,7 @@ from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.distributed import broadcast_from_zero, gather_objects
 from tasks.face_embedding.losses import TRIPLET_MARGIN, distillation_loss, triplet_semihard_loss
-from tasks.face_embedding.metrics import lfw_metrics, tar_at_far
+from tasks.face_embedding.metrics import score_embedded
 from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
 from tasks.outputs import atomic_path
 from tasks.teacher import FrozenTeacher, model_state, read_task_checkpoint
@@ -154,24 +155,26 @@ class FaceEmbeddingModule(TaskModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
 
-    def _score(self, dataset: FaceImages, embeddings: np.ndarray, folder: Path) -> dict[str, float]:
-        """The metrics of the whole evaluation split (rank 0, every embedding present)."""
+    def _score(self, dataset: FaceImages, embeddings: np.ndarray, seen: np.ndarray, folder: Path) -> dict[str, float]:
+        """The metrics of the evaluation split (rank 0) over the images embedded (``seen``): all of
+        them, or part under --trainer.limit_val_batches / fast_dev_run (said once, with what is left out)."""
         data = self.trainer.datamodule
         sources, labels = np.asarray(dataset.sources), np.asarray(dataset.labels)
-        metrics: dict[str, float] = {}
         pairs = getattr(data, "lfw_pairs", None)
-        if pairs is not None:
-            lfw = embeddings[sources == SOURCE_LFW]  # LFW's images come first, in pairs.images order
-            result = lfw_metrics(lfw, pairs.first, pairs.second, pairs.same, pairs.fold)
-            metrics["lfw_accuracy"] = float(result.accuracy.mean())
-            metrics["lfw_accuracy_std"] = float(result.accuracy.std())
-            metrics["val_at_far_1e-3"] = float(result.val.mean())
-            if self.roc_curve:
-                write_roc_png(result.fpr, result.tpr, folder / "roc.png")
-        heldout = sources == SOURCE_HELDOUT
-        if heldout.any():
-            metrics["tar_at_far_1e-4"] = tar_at_far(embeddings[heldout], labels[heldout])
-        return metrics
+        heldout = np.flatnonzero(sources == SOURCE_HELDOUT)
+        scores = score_embedded(
+            embeddings,
+            seen,
+            np.flatnonzero(sources == SOURCE_LFW),  # LFW's images come first, in pairs.images order
+            None if pairs is None else (pairs.first, pairs.second, pairs.same, pairs.fold),
+            heldout,
+            labels[heldout],
+        )
+        if not seen.all():
+            rank_zero_warn(scores.summary(int(seen.sum()), len(seen)))
+        if scores.lfw_result is not None and self.roc_curve:
+            write_roc_png(scores.lfw_result.fpr, scores.lfw_result.tpr, folder / "roc.png")
+        return scores.metrics
 
     def _finish_evaluation(self, split: str) -> None:
         local = self._outputs
@@ -189,9 +192,7 @@ class FaceEmbeddingModule(TaskModule):
                 for indices, vectors in rank_parts:
                     embeddings[indices] = vectors
                     seen[indices] = True
-            if not seen.all():
-                raise RuntimeError(f"{int((~seen).sum())} evaluation images were not embedded by any rank.")
-            metrics = self._score(dataset, embeddings, folder)
+            metrics = self._score(dataset, embeddings, seen, folder)
         metrics = broadcast_from_zero(metrics)
         assert metrics is not None
         for name, value in metrics.items():
