@@ -11,13 +11,14 @@ import pytest
 import torch
 import yaml
 
-from tasks import classification, fine_grained
+from tasks.classification.task import TASK as CLASSIFICATION
+from tasks.fine_grained.task import TASK as FINE_GRAINED
 from tests.probes import cli_command, expect_one_sentence, read_metrics, subprocess_env, tiny_run_args
 
 
 def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    classification.main(["fit", *tiny_run_args(tiny_imagenet, runs, "--trainer.max_epochs", "2")])
+    CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, runs, "--trainer.max_epochs", "2")])
     fitted = read_metrics(runs)
     assert fitted["stage"] == "validate" and fitted["global_step"] == 6  # 2 epochs x 24/8 batches
     assert set(fitted["metrics"]) >= {"top1", "top5"} and 0 <= fitted["metrics"]["top1"] <= 1
@@ -29,7 +30,7 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
     hparams = yaml.safe_load(next(runs.glob("lightning_logs/version_0/hparams.yaml")).read_text())
     assert hparams["num_classes"] == 3 and hparams["width"] == 0.25  # linked from data / --backbone
 
-    classification.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", "last")])
+    CLASSIFICATION.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", "last")])
     tested = read_metrics(runs)
     assert tested["stage"] == "test" and tested["checkpoint"].endswith("last.ckpt")
     # The test run scores the same weights on the same val images as the last validation.
@@ -50,7 +51,7 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
 def test_bad_input_is_one_sentence(
     extra: list[str], message: str, tiny_imagenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    expect_one_sentence(classification.main, ["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)], message, capsys)
+    expect_one_sentence(CLASSIFICATION.main, ["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)], message, capsys)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -61,15 +62,15 @@ def test_missing_split_file_is_named(tiny_dogs: Path, tmp_path: Path, capsys: py
     shutil.copytree(tiny_dogs, copy)
     (copy / "lists" / "train_list.mat").unlink()
     with pytest.raises(SystemExit):
-        fine_grained.main(["fit", *tiny_run_args(copy, tmp_path / "runs")])
+        FINE_GRAINED.main(["fit", *tiny_run_args(copy, tmp_path / "runs")])
     assert "train_list.mat' does not exist" in capsys.readouterr().err
 
 
 def test_fine_tune_from_a_classification_checkpoint(tiny_imagenet: Path, tiny_dogs: Path, tmp_path: Path) -> None:
     """A backbone trained by one task is the starting point of another (3 -> 3 classes here)."""
-    classification.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
+    CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    fine_grained.main(["validate", *tiny_run_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt))])
+    FINE_GRAINED.main(["validate", *tiny_run_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt))])
     assert "top1" in read_metrics(tmp_path / "b")["metrics"]
 
 
@@ -109,7 +110,7 @@ def test_killed_run_resumes_to_the_same_step(tiny_imagenet: Path, tmp_path: Path
 def test_ddp_two_processes_give_the_same_top1(tiny_dogs: Path, tmp_path: Path) -> None:
     """2-process CPU DDP (gloo) test of one checkpoint == 1-process test (9 images: uneven split)."""
     runs = tmp_path / "runs"
-    fine_grained.main(["fit", *tiny_run_args(tiny_dogs, runs, "--trainer.max_epochs", "2")])
+    FINE_GRAINED.main(["fit", *tiny_run_args(tiny_dogs, runs, "--trainer.max_epochs", "2")])
     ckpt = str(runs / "checkpoints" / "last.ckpt")
     results = {}
     for devices, strategy in (("1", "auto"), ("2", "ddp")):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from datasets.demo.faces import write_identities, write_lfw
-from tasks.face_embedding.module import main
+from tasks.face_embedding.task import TASK as FACE_EMBEDDING
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"lfw_accuracy", "lfw_accuracy_std", "val_at_far_1e-3", "tar_at_far_1e-4"}
@@ -46,7 +46,7 @@ def fitted(faces: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     """One 2-epoch fit shared by the tests below: its run folder and its last validation."""
     ids, lfw = faces
     runs = tmp_path_factory.mktemp("runs")
-    main(["fit", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "2")])
+    FACE_EMBEDDING.main(["fit", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--trainer.max_epochs", "2")])
     return runs, read_metrics(runs)
 
 
@@ -56,7 +56,7 @@ def test_fit_test_predict(faces: tuple[Path, Path], fitted: tuple[Path, dict]) -
     assert set(metrics["metrics"]) >= METRICS and metrics["global_step"] == 8  # 32 training images / 8, 2 epochs
     assert 0 <= metrics["metrics"]["lfw_accuracy"] <= 1 and len(list((runs / "checkpoints").glob("best-*"))) == 1
 
-    main(
+    FACE_EMBEDDING.main(
         ["test", *fast_args(ids, runs, "--data.lfw_root", str(lfw), "--ckpt_path", "last", "--model.roc_curve", "true")]
     )
     tested = read_metrics(runs)
@@ -65,7 +65,7 @@ def test_fit_test_predict(faces: tuple[Path, Path], fitted: tuple[Path, dict]) -
         assert tested["metrics"][name] == pytest.approx(metrics["metrics"][name], abs=1e-6), name
     assert (Path(max(runs.glob("lightning_logs/version_*"), key=lambda p: p.stat().st_mtime)) / "roc.png").is_file()
 
-    main(["predict", *fast_args(ids, runs, "--ckpt_path", "last", "--data.predict_dir", str(lfw))])
+    FACE_EMBEDDING.main(["predict", *fast_args(ids, runs, "--ckpt_path", "last", "--data.predict_dir", str(lfw))])
     folder = max(runs.glob("lightning_logs/version_*"), key=lambda p: p.stat().st_mtime)
     embeddings = np.load(folder / "embeddings.npy")
     paths = (folder / "paths.txt").read_text().splitlines()
@@ -83,12 +83,12 @@ def test_distillation_from_a_checkpoint_and_from_a_file(
     # the paper's way: the student only regresses the teacher's embeddings (a teacher at another resolution)
     student = tmp_path / "student"
     distill = ["--model.teacher", str(ckpt), "--model.triplet_weight", "0", "--resolution", "48"]
-    main(["fit", *fast_args(ids, student, *short, *distill, "--trainer.log_every_n_steps", "1")])
+    FACE_EMBEDDING.main(["fit", *fast_args(ids, student, *short, *distill, "--trainer.log_every_n_steps", "1")])
     logged = (next(student.glob("lightning_logs/version_*")) / "metrics.csv").read_text().splitlines()[0]
     assert "train_distill" in logged and "train_triplet" not in logged
     # precomputed: the teacher's own predict output over the identity folders
     teacher = tmp_path / "teacher"
-    main(["predict", *fast_args(ids, teacher, "--ckpt_path", str(ckpt), "--data.predict_dir", str(ids))])
+    FACE_EMBEDDING.main(["predict", *fast_args(ids, teacher, "--ckpt_path", str(ckpt), "--data.predict_dir", str(ids))])
     npy = next(teacher.glob("lightning_logs/version_*/embeddings.npy"))
     mixed = tmp_path / "mixed"
     args = [
@@ -99,7 +99,7 @@ def test_distillation_from_a_checkpoint_and_from_a_file(
         "--trainer.log_every_n_steps",
         "1",
     ]
-    main(["fit", *fast_args(ids, mixed, *short, *args)])
+    FACE_EMBEDDING.main(["fit", *fast_args(ids, mixed, *short, *args)])
     logged = (next(mixed.glob("lightning_logs/version_*")) / "metrics.csv").read_text().splitlines()[0]
     assert "train_distill" in logged and "train_triplet" in logged
 
@@ -109,7 +109,9 @@ def test_without_lfw_validates_on_heldout_identities(
 ) -> None:
     ids, _ = faces
     runs = tmp_path / "runs"
-    main(["fit", *fast_args(ids, runs, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")])
+    FACE_EMBEDDING.main(
+        ["fit", *fast_args(ids, runs, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")]
+    )
     assert "validating on the held-out identities only" in capsys.readouterr().out
     metrics = read_metrics(runs)["metrics"]
     assert "tar_at_far_1e-4" in metrics and "lfw_accuracy" not in metrics
@@ -119,7 +121,7 @@ def test_without_lfw_validates_on_heldout_identities(
 def test_bad_lfw_root_is_one_sentence(faces: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     ids, _ = faces
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *fast_args(ids, tmp_path, "--data.lfw_root", str(ids))])
+        FACE_EMBEDDING.main(["fit", *fast_args(ids, tmp_path, "--data.lfw_root", str(ids))])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pairs.txt' does not exist" in err[0]

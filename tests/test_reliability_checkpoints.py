@@ -21,9 +21,10 @@ import pytest
 import torch
 
 from datasets.demo.textures import write_imagenet_demo
-from tasks import classification, fine_grained
 from tasks.checkpoints import AtomicCheckpointIO
-from tasks.detection import module as detection
+from tasks.classification.task import TASK as CLASSIFICATION
+from tasks.detection.task import TASK as DETECTION
+from tasks.fine_grained.task import TASK as FINE_GRAINED
 from tests.probes import (
     GARBAGE_CHECKPOINTS,
     checkpoint_step,
@@ -92,7 +93,7 @@ def spy_checkpoint_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, in
 def classifier(tiny_imagenet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fitted width-0.25, 32-px, 3-class classifier's run folder (one epoch, validated at its end)."""
     runs = tmp_path_factory.mktemp("classifier")
-    classification.main(["fit", *fast(tiny_imagenet, runs, "--trainer.max_epochs", "1")])
+    CLASSIFICATION.main(["fit", *fast(tiny_imagenet, runs, "--trainer.max_epochs", "1")])
     return runs
 
 
@@ -102,7 +103,7 @@ def detector_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_coco(tmp_path_factory.mktemp("coco"), train=2, val=1)
     runs = tmp_path_factory.mktemp("detector")
     args = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--data.batch_size", "2"]
-    detection.main(["fit", *tiny_run_args(root, runs, *args, resolution=128)])
+    DETECTION.main(["fit", *tiny_run_args(root, runs, *args, resolution=128)])
     return runs / "checkpoints" / "last.ckpt"
 
 
@@ -125,7 +126,7 @@ def test_last_ckpt_after_every_validation_and_at_the_end(
     shutil.copytree(classifier / "checkpoints", runs / "checkpoints")
     writes = spy_checkpoint_writes(monkeypatch)
     args = fast(tiny_imagenet, runs, *VALIDATE_EVERY_2, "--checkpoint.monitor", "top5", *ending)
-    classification.main(["fit", *args])
+    CLASSIFICATION.main(["fit", *args])
 
     trained, validated = steps_logged(runs)
     last = runs / "checkpoints" / "last.ckpt"
@@ -150,13 +151,13 @@ def test_killed_run_resumes_losing_at_most_the_steps_since_the_last_validation(
     tiny_imagenet: Path, tmp_path: Path
 ) -> None:
     args = fast(tiny_imagenet, tmp_path, *SIGNALLED)
-    process = start_in_fork(classification.main, ["fit", *args, *signal_at(5, "SIGKILL")])
+    process = start_in_fork(CLASSIFICATION.main, ["fit", *args, *signal_at(5, "SIGKILL")])
     process.join(timeout=240)
     assert process.exitcode == -signal.SIGKILL
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert checkpoint_step(last) == read_metrics(tmp_path)["global_step"] == 4  # the last validation
 
-    classification.main(["fit", *args, "--ckpt_path", "last"])
+    CLASSIFICATION.main(["fit", *args, "--ckpt_path", "last"])
     assert checkpoint_step(last) == 8
     trained, _ = steps_logged(tmp_path)
     assert trained == 4  # the resumed run trained only steps 5-8
@@ -165,7 +166,7 @@ def test_killed_run_resumes_losing_at_most_the_steps_since_the_last_validation(
 def test_ctrl_c_leaves_last_ckpt_at_the_current_step(tiny_imagenet: Path, tmp_path: Path) -> None:
     """Ctrl-C at step 7, one step after a validation: last.ckpt holds step 7."""
     process = start_in_fork(
-        classification.main, ["fit", *fast(tiny_imagenet, tmp_path, *SIGNALLED, *signal_at(7, "SIGINT"))]
+        CLASSIFICATION.main, ["fit", *fast(tiny_imagenet, tmp_path, *SIGNALLED, *signal_at(7, "SIGINT"))]
     )
     process.join(timeout=240)
     assert process.exitcode == 1  # Lightning's graceful shutdown after Ctrl-C
@@ -207,7 +208,7 @@ def test_last_or_best_without_a_checkpoint_is_refused(
     runs = tmp_path / "runs"
     folder = re.escape(repr(str(runs / "checkpoints")))
     args = [subcommand, *fast(tiny_imagenet, runs, "--ckpt_path", which)]
-    expect_one_sentence(classification.main, args, rf"--ckpt_path {which} found no .*ckpt in {folder}", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, rf"--ckpt_path {which} found no .*ckpt in {folder}", capsys)
     assert not metrics_files(runs)  # random weights were not scored
 
 
@@ -217,7 +218,7 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(
 ) -> None:
     path, pattern = write_garbage_checkpoint(tmp_path, kind)
     args = ["test", *fast(tiny_imagenet, tmp_path / "runs", "--ckpt_path", str(path))]
-    line = expect_one_sentence(classification.main, args, pattern, capsys)
+    line = expect_one_sentence(CLASSIFICATION.main, args, pattern, capsys)
     assert "weights_only" not in line  # no advice to unpickle an untrusted file
     assert not metrics_files(tmp_path / "runs")
 
@@ -227,7 +228,7 @@ def test_another_tasks_checkpoint_is_refused(
 ) -> None:
     args = ["test", *fast(tiny_imagenet, tmp_path / "runs", "--ckpt_path", str(detector_ckpt))]
     pattern = r"holds a detection model, not a classification one.*--model.backbone_weights"
-    expect_one_sentence(classification.main, args, pattern, capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, pattern, capsys)
 
 
 def test_fine_grained_does_not_resume_a_classification_checkpoint(
@@ -238,7 +239,7 @@ def test_fine_grained_does_not_resume_a_classification_checkpoint(
     ckpt = classifier / "checkpoints" / "last.ckpt"
     args = ["fit", *fast(tiny_dogs, runs, "--ckpt_path", str(ckpt))]
     pattern = r"holds a classification model, not a fine_grained one.*--model.backbone_weights"
-    expect_one_sentence(fine_grained.main, args, pattern, capsys)
+    expect_one_sentence(FINE_GRAINED.main, args, pattern, capsys)
     assert not (runs / "checkpoints").exists() and not metrics_files(runs)
 
 
@@ -248,11 +249,11 @@ def test_another_width_is_refused_and_a_default_width_is_taken_from_the_checkpoi
     ckpt = str(classifier / "checkpoints" / "last.ckpt")
     runs = tmp_path / "runs"
     args = ["test", *fast(tiny_imagenet, runs, "--ckpt_path", ckpt, width=0.5)]
-    expect_one_sentence(classification.main, args, r"width 0.25 at resolution 32; this run asks for width 0.5", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, r"width 0.25 at resolution 32; this run asks for width 0.5", capsys)
     assert not metrics_files(runs)
 
     # Neither --backbone nor --resolution given: both come from the checkpoint.
-    classification.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", ckpt, width=None, resolution=None)])
+    CLASSIFICATION.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", ckpt, width=None, resolution=None)])
     tested = read_metrics(runs)
     assert tested["stage"] == "test"
     # The same weights on the same images as the fit's last validation: the checkpoint was loaded.
@@ -264,7 +265,7 @@ def test_another_class_count_is_refused(classifier: Path, tmp_path: Path, capsys
     write_imagenet_demo(root, per_class_train=1, per_class_val=1, size=40, num_classes=4)
     args = ["test", *fast(root, tmp_path / "runs", "--ckpt_path", str(classifier / "checkpoints" / "last.ckpt"))]
     pattern = r"holds model\.classifier\.weight of shape \(3, \d+\) where this model has \(4, \d+\)"
-    expect_one_sentence(classification.main, args, pattern, capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, pattern, capsys)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from datasets.coco import CocoDataModule, CocoDetection
-from tasks.detection import module as detection
 from tasks.detection.evaluation import CocoEvaluator
+from tasks.detection.task import TASK as DETECTION
 from tests.probes import (
     expect_one_sentence,
     metrics_files,
@@ -75,7 +75,7 @@ def test_a_truncated_jpeg_is_named(
     damaged = truncate_file(sorted((coco / f"{split}2017").glob("*.jpg"))[-1])
     runs = tmp_path / "runs"
     args = [command[0], *run_args(coco, runs, *command[1:])]
-    expect_one_sentence(detection.main, args, rf"image file '{damaged}' could not be read as an image", capsys)
+    expect_one_sentence(DETECTION.main, args, rf"image file '{damaged}' could not be read as an image", capsys)
     assert not metrics_files(runs)
 
 
@@ -99,7 +99,7 @@ def test_a_broken_annotation_file_is_refused_naming_the_fault(
     change, pattern = JSON_FAULTS[fault]
     edit_json(val_json(coco), change)
     runs = tmp_path / "runs"
-    expect_one_sentence(detection.main, ["validate", *run_args(coco, runs)], pattern, capsys)
+    expect_one_sentence(DETECTION.main, ["validate", *run_args(coco, runs)], pattern, capsys)
     assert not metrics_files(runs)
 
 
@@ -186,7 +186,7 @@ def test_predict_reads_subfolders_skips_hidden_and_reports_the_unreadable(
     runs = tmp_path / "runs"
 
     with pytest.warns(UserWarning, match=rf"Skipped: The image file '{bad}' could not be read"):
-        detection.main(["predict", *run_args(coco, runs, "--data.predict_dir", str(photos), *DRAW)])
+        DETECTION.main(["predict", *run_args(coco, runs, "--data.predict_dir", str(photos), *DRAW)])
 
     log_dir = max(runs.glob("lightning_logs/version_*"))
     images = json.loads((log_dir / "predictions_images.json").read_text())

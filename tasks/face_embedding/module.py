@@ -86,7 +86,6 @@ class FaceEmbeddingModule(TaskModule):
         optimizer: OptimizerCallable = adamw_1e2,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("resolution", 128)
         super().__init__(optimizer=optimizer, **kwargs)
         self.model = FaceEmbedder(self.hparams.width, embedding_size, dropout=dropout, activation=activation)
         if backbone_weights:
@@ -100,7 +99,7 @@ class FaceEmbeddingModule(TaskModule):
                     f"The teacher {teacher!r} makes {hparams['embedding_size']}-d embeddings; the student's are "
                     f"{embedding_size}-d (--model.embedding_size)."
                 )
-            self._teacher.append((model.requires_grad_(False), int(hparams.get("resolution", 128))))
+            self._teacher.append((model.requires_grad_(False), int(hparams["resolution"])))
         self.roc_curve = roc_curve
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -273,21 +272,3 @@ def write_roc_png(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.face_embedding`` (training, evaluation, predict)."""
-    from datasets.face_identities import FaceDataModule
-    from tasks.cli import main as cli_main
-    from tasks.face_embedding.writer import EmbeddingWriter
-
-    cli_main(
-        FaceEmbeddingModule,
-        FaceDataModule,
-        task="face_embedding",
-        monitor=MONITOR,
-        resolution=128,
-        default_steps=540,  # 20 epochs of the demo's 1728 training faces at batch 64
-        callbacks=[EmbeddingWriter()],
-        args=args,
-    )

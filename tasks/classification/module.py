@@ -1,9 +1,4 @@
-"""ImageNet-style classification: pretraining the MobileNetV1 backbone (Tables 4-9).
-
-    python -m tasks.classification fit --backbone 0.5 --resolution 128      # built-in demo
-    python -m tasks.classification fit --config configs/classification/imagenet.yaml \
-        --data.root /data/imagenet                                          # the paper's recipe
-    python -m tasks.classification test --ckpt_path runs/classification/checkpoints/last.ckpt
+"""The classification LightningModule (``tasks.classification`` and ``tasks.fine_grained``).
 
 Logs ``top1`` and ``top5`` (the README's metric names). The code defaults are a recipe that works on a small
 custom set (AdamW, warm-up + cosine); the paper's ImageNet recipe (RMSprop,
@@ -106,27 +101,3 @@ class ClassificationModule(TaskModule):
 
     def predict_records(self, batch: tuple[Tensor, Any]) -> list[Tensor]:
         return list(self(batch[0]).softmax(1).cpu())
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.classification``."""
-    from datasets.imagenet import ImageFolderDataModule
-    from tasks.cli import main as cli_main
-
-    cli_main(
-        ClassificationModule,
-        ImageFolderDataModule,
-        task="classification",
-        monitor="top1",
-        default_steps=400,  # 20 epochs of the 640-image demo at batch 32
-        links=CLASS_LINKS,
-        args=args,
-    )
-
-
-if __name__ == "__main__":
-    # Re-enter through the package so that classes are named tasks.classification.*, not __main__.*,
-    # in saved configs and checkpoints.
-    from tasks.classification import main as package_main
-
-    package_main()
