@@ -16,19 +16,24 @@ takes the YAMLs in ``configs/``, optimizers are injectable) driven by the task's
   so that ``--ckpt_path last`` resumes a killed run from there;
 * the resolved config saved beside each run (Lightning's ``SaveConfigCallback``) and
   ``metrics.json`` written by every validate/test run (``tasks.callbacks.MetricsJSON``);
-* bad input ends with one sentence on stderr and exit status 2, not a traceback.
+* bad input ends with one sentence on stderr and exit status 2, not a traceback; a run stopped by
+  SIGTERM ends with status 143 and one stopped by Ctrl-C with 130 (128 + the signal, as a shell
+  reports it), after saving ``last.ckpt``, so that ``fit && test`` does not go on as if it had
+  finished.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
@@ -177,18 +182,40 @@ def _one_sentence(error: BaseException) -> str:
     return text
 
 
+class Interruption(Callback):
+    """Remembers the signal that interrupted a run (Ctrl-C, SIGTERM), for the exit status.
+
+    Lightning ends a run interrupted by Ctrl-C with ``sys.exit(1)`` and one stopped by SIGTERM
+    with a ``SIGTERMException`` (a ``SystemExit`` of status 0): a script's ``fit && test`` then
+    went on to test a half-trained model. Every callback's ``on_exception`` runs before that exit,
+    ``TaskCheckpoint``'s (which saves ``last.ckpt``) included.
+    """
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = signal.SIGINT
+        elif isinstance(exception, SIGTERMException):
+            self.signal = signal.SIGTERM
+
+
 def main(spec: TaskSpec, args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> None:
     """``python -m tasks.<name> ...``: one of the task's own commands (``spec.commands``, e.g.
     ``partition``) or its ``TaskCLI`` (``args`` None reads ``sys.argv``).
 
-    Bad input ends with one clear sentence and exit status 2.
+    Bad input ends with one clear sentence and exit status 2. A run stopped by Ctrl-C or SIGTERM
+    ends with 128 + the signal's number (130, 143), the status a shell reports for a process the
+    signal ended, once ``last.ckpt`` is saved.
     """
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in spec.commands:
         spec.commands[argv[0]](argv[1:])
         return
+    interruption = Interruption()
     try:
-        TaskCLI(spec, callbacks=callbacks, args=args)
+        TaskCLI(spec, callbacks=[*callbacks, interruption], args=args)
     except (BadInputError, RuntimeError) as error:
         # DataLoader workers re-raise a worker's BadInputError under its own type only when it
         # can be rebuilt from one string; otherwise it arrives wrapped in a RuntimeError.
@@ -196,3 +223,9 @@ def main(spec: TaskSpec, args: Sequence[str] | None = None, callbacks: Sequence[
             raise
         print(f"error: {_one_sentence(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C before or after the trainer's own handling
+        raise SystemExit(128 + signal.SIGINT) from None
+    except SystemExit:
+        if interruption.signal is not None:
+            raise SystemExit(128 + interruption.signal) from None
+        raise
