@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from backbone.mobilenet import Activation, MobileNetV1
@@ -70,6 +71,9 @@ class ClassificationModule(TaskModule):
                 "top5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
             }
         )
+        # Batch means weighted by their image counts and summed over every rank: the whole eval
+        # set's mean loss under DDP (Lightning's sync_dist averaged the ranks' means).
+        self.eval_loss = MeanMetric()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -86,7 +90,8 @@ class ClassificationModule(TaskModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor]) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.eval_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("loss", self.eval_loss)
         for name, metric in self.metrics.items():
             metric.update(logits, labels)
             # torchmetrics sums correct/total over every rank before dividing: an exact
