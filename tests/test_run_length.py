@@ -1,9 +1,12 @@
-"""A run's length follows what the user asked for, the schedule spans it, and its end is validated."""
+"""A run's length follows what the user asked for, the schedule spans it, and its end is validated.
+
+max_steps / max_epochs / max_time and the default length are checked on every task in
+``tests/test_task_contract.py``; here, the validation plan and the schedule.
+"""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,21 +49,6 @@ def test_max_steps_is_not_capped_and_its_last_step_is_validated(tiny_imagenet: P
     assert steps == [3, 6, 9, 12, 15, 18, 21, 24, 25]
 
 
-def test_default_length_is_counted_in_steps(tiny_imagenet: Path, tmp_path: Path) -> None:
-    """No max_steps / max_epochs / max_time given: the task's default length, in optimizer steps."""
-    dataclasses.replace(CLASSIFICATION, default_steps=7).main(["fit", *tiny_run_args(tiny_imagenet, tmp_path)])
-    assert _last_step(tmp_path) == 7 and _validated_steps(tmp_path)[-1] == 7
-
-
-def test_max_time_alone_runs_and_ends_validated(tiny_imagenet: Path, tmp_path: Path) -> None:
-    """max_time with max_epochs -1 (unbounded): no overflow, last.ckpt at the final step, validated."""
-    args = tiny_run_args(tiny_imagenet, tmp_path, "--trainer.max_time", "00:00:00:06", "--trainer.max_epochs", "-1")
-    CLASSIFICATION.main(["fit", *args])
-    final = _last_step(tmp_path)
-    # How often it validates depends on this machine's pace: test_time_budget_plans_validation_by_pace.
-    assert final > 0 and _validated_steps(tmp_path)[-1] == final
-
-
 def test_time_budget_plans_validation_by_pace() -> None:
     """Under max_time the steps the budget allows are estimated from the pace so far."""
     trainer = SimpleNamespace(
@@ -90,14 +78,6 @@ def test_warmup_is_counted_from_the_real_steps_per_epoch(tiny_imagenet: Path, tm
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     # After 12 steps of warm-up 3 + cosine over 9: lr = 0.5 (1 + cos(pi * 9/9)) = 0 at the end.
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_the_default_seed_makes_runs_reproducible(tiny_imagenet: Path, tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / name, "--trainer.max_steps", "3")])
-    a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_time_budget_anneals_the_cosine() -> None:
