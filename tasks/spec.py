@@ -1,24 +1,20 @@
 """Each task of the suite, declared once.
 
-A task is one frozen ``TaskSpec`` in its package (``tasks/<task>/task.py``)::
+A task is one frozen ``TaskSpec``: ``TASK`` in its package's ``task.py`` (``tasks/geolocation/task.py``
+is a full example: classes, monitor, default length, links, prediction writer and an extra
+``partition`` command). Everything else reads it:
 
-    TASK = TaskSpec(
-        name="geolocation",
-        module=GeolocationModule,
-        data=GeoPhotosDataModule,
-        monitor="acc_750km",
-        default_steps=1000,  # 20 epochs of the 1620-photo demo at batch 32
-        links=(("data.num_cells", "model.num_cells"),),
-        callbacks=(GeolocationWriter,),
-        commands={"partition": partition.main},
-    )
+* ``python -m tasks.<task>``: its ``__main__`` imports ``TASK`` through the package (so saved
+  configs and checkpoints name the classes by their modules, never ``__main__``) and calls
+  ``TASK.main()``;
+* the shared CLI (``tasks.cli.TaskCLI``): the ``--resolution`` default, the checkpoint's monitor,
+  the links, the callbacks, the default run length;
+* the contract test (``tests/test_task_contract.py``), which runs every contract on every
+  declaration of ``all_tasks()``.
 
-and everything else reads it: ``python -m tasks.<task>`` (whose ``__main__`` is ``TASK.main()``),
-the shared CLI (``tasks.cli.TaskCLI``: the ``--resolution`` default, the checkpoint's monitor,
-the links, the callbacks, the run length) and the contract test, which runs every contract on
-every declaration of ``all_tasks()``. A new task inherits run length, resume, signals,
-checkpoint refusals, seeds, ``metrics.json`` and DDP equality by being declared here and listed
-in ``all_tasks()``.
+A new task inherits run length, resume, signals, checkpoint refusals, seeds, ``metrics.json`` and
+DDP equality by being declared and listed in ``all_tasks()`` (and given tiny test data in
+``tests/tiny_tasks.py``).
 
 No string registry: ``all_tasks()`` imports the six declarations, and only when called, so
 ``import tasks`` stays free of the task stacks.
