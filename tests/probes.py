@@ -91,7 +91,7 @@ def checkpoint_step(path: Path) -> int:
 
 def start_in_fork(main: Callable[[list[str]], None], args: Sequence[str]) -> BaseProcess:
     """Run ``main(args)`` in a forked copy of this process, for probes that kill or interrupt a
-    real run (``signal_at``): torch and Lightning are already imported there, so it starts at once
+    real run (``SignalAtStep``): torch and Lightning are already imported there, so it starts at once
     (a fresh ``python -m tasks.<task>`` took 20-30 s to import them on a loaded 2-core machine).
     Its ``exitcode`` is ``main``'s ``SystemExit`` code, or minus the signal that ended it."""
     process = multiprocessing.get_context("fork").Process(target=main, args=(list(args),), daemon=True)
@@ -177,12 +177,6 @@ def strict_json(path: Path) -> Any:
         raise AssertionError(f"{path} holds {constant}, which is not JSON")
 
     return json.loads(path.read_text(), parse_constant=refuse)
-
-
-def signal_at(step: int, name: str) -> list[str]:
-    """CLI arguments that add ``SignalAtStep(step, name)`` to a run's callbacks."""
-    callback = {"class_path": f"{__name__}.SignalAtStep", "init_args": {"step": step, "name": name}}
-    return [f"--trainer.callbacks+={json.dumps(callback)}"]
 
 
 def cli_command(task: str, *args: str) -> list[str]:
