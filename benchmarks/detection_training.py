@@ -68,14 +68,14 @@ class RunClock(Callback):
 def measure_task(width: float, resolution: int, batch_size: int, steps: int) -> dict[str, Any]:
     """``python -m tasks.detection fit`` on the demo for ``steps`` steps, clocked by ``RunClock``."""
     # Imported here: the task pulls in Lightning's CLI and the data stack, which only this needs.
-    from tasks.detection.module import main
+    from tasks.detection.task import TASK
 
     clock = RunClock()
     with tempfile.TemporaryDirectory(prefix="det-bench-") as runs:
         args = ["fit", "--backbone", str(width), "--resolution", str(resolution), "--data.batch_size", str(batch_size)]
         args += ["--trainer.max_steps", str(steps), "--trainer.default_root_dir", runs]
         args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-        main(args, callbacks=[clock])
+        TASK.main(args, callbacks=[clock])
     total = clock.end - clock.start
     return {
         "model": "ssd300",

@@ -46,7 +46,8 @@ class TaskDataModule(LightningDataModule):
 
     Args:
         root: the dataset folder in its public layout; None uses the built-in demo set.
-        resolution: input size in pixels (linked from ``--resolution``).
+        resolution: input size in pixels (linked from ``--resolution``, whose default is the task's
+            declaration: ``tasks.<task>.task``).
         batch_size: samples per batch and per process.
         num_workers: DataLoader worker processes.
         predict_dir: a folder of images (searched recursively) for ``predict``; default the test split.

@@ -144,7 +144,7 @@ class CelebADataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 128,
+        resolution: int = 224,
         batch_size: int = 32,
         num_workers: int = 2,
         predict_dir: str | None = None,

@@ -241,7 +241,8 @@ class FaceDataModule(TaskDataModule):
         heldout_root: identity folders for ``tar_at_far_1e-4`` (all pairs); default a split of ``root``.
         heldout_fraction: the share of ``root``'s identities held out of training when no
             ``heldout_root`` is given (seeded, the same in every run); 0 keeps all for training.
-        images_per_identity: K of the P x K batches; P = ``batch_size // K``.
+        images_per_identity: K of the P x K training batches; P = ``batch_size // K`` (checked when
+            training; evaluation and predict batches may have any size).
         teacher_embeddings: precomputed teacher embeddings for distillation (``read_teacher_embeddings``).
         min_scale: smallest area fraction of the training crop.
     """
@@ -251,7 +252,7 @@ class FaceDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 128,
+        resolution: int = 224,
         batch_size: int = 64,
         num_workers: int = 2,
         predict_dir: str | None = None,
@@ -263,10 +264,9 @@ class FaceDataModule(TaskDataModule):
         min_scale: float = 0.8,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
-        if images_per_identity < 2 or batch_size < 2 * images_per_identity or batch_size % images_per_identity:
+        if images_per_identity < 2:
             raise BadInputError(
-                "A triplet batch is P identities x K images (P, K >= 2): --data.batch_size must be a multiple of "
-                f"--data.images_per_identity of at least twice it; got {batch_size} and {images_per_identity}."
+                f"--data.images_per_identity (K of the P x K batches) must be at least 2; got {images_per_identity}."
             )
         if lfw_root is None and self.uses_demo:  # the demo brings its own LFW-layout set (validates_on_lfw)
             lfw_root = str(self.root.parent / "lfw")
@@ -327,6 +327,17 @@ class FaceDataModule(TaskDataModule):
 
     def predict_transform(self) -> v2.Compose:
         return face_eval_transform(self.resolution)
+
+    def setup(self, stage: str) -> None:
+        # Only training batches are P x K: validate, test and predict take any batch size (batches
+        # of one image compute each embedding alone, the same to the last bit on any DDP rank).
+        batch, k = self.batch_size, self.images_per_identity
+        if stage == "fit" and (batch < 2 * k or batch % k):
+            raise BadInputError(
+                "A triplet batch is P identities x K images (P, K >= 2): --data.batch_size must be a multiple of "
+                f"--data.images_per_identity of at least twice it; got {batch} and {k}."
+            )
+        super().setup(stage)
 
     def output_names(self, stage: str) -> OutputNames:
         """No named outputs: the embedding's units are not named by the data (identities are only used by the

@@ -47,7 +47,8 @@ class TaskModule(LightningModule):
 
     Args:
         width: width multiplier alpha (linked from ``--backbone``).
-        resolution: input size (linked from ``--resolution``).
+        resolution: input size (linked from ``--resolution``, whose default the task declares in
+            ``tasks.<task>.task``).
         weight_decay: L2 on conv/FC weights; never on depthwise filters, BN or biases (Section 3.4).
         optimizer: any ``torch.optim`` optimizer (``--model.optimizer RMSprop --model.optimizer.lr ...``).
         lr_scheduler: a scheduler stepped every ``scheduler_interval``; None means linear

@@ -25,9 +25,10 @@ def run_folder(trainer: Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def scalar_metrics(metrics: Mapping[str, Any], skip_prefixes: Iterable[str] = ("train",)) -> dict[str, float]:
-    """The scalar metrics of ``metrics`` as floats, without the training ones."""
-    out: dict[str, float] = {}
+def scalar_metrics(metrics: Mapping[str, Any], skip_prefixes: Iterable[str] = ("train",)) -> dict[str, float | None]:
+    """The scalar metrics of ``metrics`` as floats, without the training ones; a NaN or infinite
+    value is None (JSON's ``null``: strict JSON has no NaN)."""
+    out: dict[str, float | None] = {}
     for name, value in metrics.items():
         if any(name.startswith(p) for p in skip_prefixes):
             continue
@@ -36,7 +37,7 @@ def scalar_metrics(metrics: Mapping[str, Any], skip_prefixes: Iterable[str] = ("
                 continue
             value = value.item()
         if isinstance(value, (int, float)):
-            out[name] = float(value)
+            out[name] = float(value) if math.isfinite(value) else None
     return out
 
 
@@ -44,8 +45,9 @@ class MetricsJSON(Callback):
     """Write the metrics of every validate/test run to ``<log_dir>/metrics.json``.
 
     Scripts and people read results from this file rather than from a progress bar. During
-    ``fit`` the file holds the latest validation. Only rank 0 writes; the metrics it writes are
-    already reduced over all ranks by the task's metric objects.
+    ``fit`` the file holds the latest validation. It is strict JSON: a metric that is not a
+    finite number (a NaN AP of a class with no positives ...) is written as ``null``. Only rank 0
+    writes; the metrics it writes are already reduced over all ranks by the task's metric objects.
     """
 
     def _write(self, trainer: Trainer, stage: str) -> None:

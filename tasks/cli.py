@@ -1,33 +1,41 @@
 """The one command line shared by every task: ``python -m tasks.<name> fit|validate|test|predict``.
 
 It is Lightning's ``LightningCLI`` (typed ``__init__`` arguments become the config, ``--config``
-takes the YAMLs in ``configs/``, optimizers are injectable) with what every task of this project
-needs on top:
+takes the YAMLs in ``configs/``, optimizers are injectable) driven by the task's declaration
+(``tasks.spec.TaskSpec``), with what every task of this project needs on top:
 
 * ``--backbone ALPHA`` (the width multiplier, Section 3.3) and ``--resolution PX`` (the
-  resolution multiplier, Section 3.4), linked into the model and the data module;
-* the links a task declares (``links``): e.g. ``data.num_classes -> model.num_classes`` for the
-  classifiers and detectors, applied once the data module has read its dataset;
-* the callbacks a task declares (``callbacks``), e.g. its ``PredictionWriter``;
+  resolution multiplier, Section 3.4; its default is the task's), linked into the model and the
+  data module;
+* the links a task declares: e.g. ``data.num_classes -> model.num_classes`` for the classifiers
+  and detectors, applied once the data module has read its dataset;
+* the callbacks a task declares, e.g. its ``PredictionWriter``;
+* the run length: whichever of ``--trainer.max_time`` / ``max_steps`` / ``max_epochs`` the user
+  gives, else the task's ``default_steps``;
 * checkpoints (last + best by the task's main metric) in ``<default_root_dir>/checkpoints``,
   so that ``--ckpt_path last`` resumes a killed run from there;
 * the resolved config saved beside each run (Lightning's ``SaveConfigCallback``) and
   ``metrics.json`` written by every validate/test run (``tasks.callbacks.MetricsJSON``);
 * ``validate``/``test``/``predict`` score a checkpoint (``--ckpt_path``), never an untrained model,
   and a checkpoint is used only with data whose outputs have the same names (``tasks.guards``);
-* bad input ends with one sentence on stderr and exit status 2, not a traceback.
+* bad input ends with one sentence on stderr and exit status 2, not a traceback; a run stopped by
+  SIGTERM ends with status 143 and one stopped by Ctrl-C with 130 (128 + the signal, as a shell
+  reports it), after saving ``last.ckpt``, so that ``fit && test`` does not go on as if it had
+  finished.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
@@ -36,6 +44,7 @@ from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, che
 from tasks.finite import FiniteLoss
 from tasks.guards import CheckpointGuard
 from tasks.outputs import ensure_folder
+from tasks.spec import TaskSpec
 
 DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
 DEFAULT_SEED = 0
@@ -45,51 +54,43 @@ class TaskCLI(LightningCLI):
     """LightningCLI for one task of the suite.
 
     Args:
-        model_class: the task's ``TaskModule``; its ``__init__`` takes ``width`` and ``resolution``.
-        datamodule_class: the task's ``TaskDataModule``; it takes ``resolution``.
-        task: the task's name, used for the default run folder ``runs/<task>``.
-        monitor: the metric that picks the best checkpoint (``top1``, ``mAP`` ...).
-        resolution: the default input size of the task.
-        links: ``(source, target)`` pairs linked when the classes are instantiated, e.g.
-            ``("data.num_classes", "model.num_classes")``: the source is an attribute of the
-            data module, read after its ``__init__``.
-        callbacks: callbacks the task always adds (its prediction writer ...).
+        spec: the task's declaration: its classes, monitor, default resolution and run length,
+            links and callbacks.
+        callbacks: callbacks added to the task's own for this run (a benchmark's clock ...).
         args: command-line arguments (``None`` reads ``sys.argv``), as in LightningCLI.
+        run, kwargs: as in LightningCLI.
     """
 
     def __init__(
         self,
-        model_class: type[LightningModule],
-        datamodule_class: type[LightningDataModule],
+        spec: TaskSpec,
         *,
-        task: str,
-        monitor: str,
-        resolution: int = 224,
-        mode: str = "max",
-        links: Sequence[tuple[str, str]] = (),
         callbacks: Sequence[Callback] = (),
-        default_steps: int = 1000,
         args: Sequence[str] | dict[str, Any] | None = None,
         run: bool = True,
         **kwargs: Any,
     ) -> None:
-        self.task = task
-        self.monitor = monitor
-        self.mode = mode
-        self.default_resolution = resolution
-        self.links = tuple(links)
-        self.default_steps = default_steps
+        self.spec = spec
         self.validation_plan = ValidationPlan()
         self.guard = CheckpointGuard()
+        task_callbacks = [make() for make in spec.callbacks]
         trainer_defaults = {
-            "default_root_dir": f"runs/{task}",
-            "callbacks": [MetricsJSON(), TaskStamp(task), self.validation_plan, self.guard, FiniteLoss(), *callbacks],
+            "default_root_dir": f"runs/{spec.name}",
+            "callbacks": [
+                MetricsJSON(),
+                TaskStamp(spec.name),
+                self.validation_plan,
+                self.guard,
+                FiniteLoss(),
+                *task_callbacks,
+                *callbacks,
+            ],
             "log_every_n_steps": 10,
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
         super().__init__(
-            model_class,
-            datamodule_class,
+            spec.module,
+            spec.data,
             save_config_kwargs={"overwrite": True},
             # Reproducible by default (Lightning's CLI draws a random seed); --seed_everything N changes it.
             seed_everything_default=DEFAULT_SEED,
@@ -105,20 +106,20 @@ class TaskCLI(LightningCLI):
             "--backbone", type=float, default=DEFAULT_WIDTH, help="MobileNet width multiplier alpha, in (0, 1]."
         )
         parser.add_argument(
-            "--resolution", type=int, default=self.default_resolution, help="Input size in pixels (square)."
+            "--resolution", type=int, default=self.spec.resolution, help="Input size in pixels (square)."
         )
         parser.link_arguments("backbone", "model.width")
         parser.link_arguments("resolution", "model.resolution")
         parser.link_arguments("resolution", "data.resolution")
-        for source, target in self.links:
+        for source, target in self.spec.links:
             parser.link_arguments(source, target, apply_on="instantiate")
         for sources, target, compute in getattr(self.model_class, "parse_links", ()):
             parser.link_arguments(sources, target, compute_fn=compute, apply_on="parse")
         parser.add_lightning_class_args(TaskCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": self.monitor,
-                "checkpoint.mode": self.mode,
+                "checkpoint.monitor": self.spec.monitor,
+                "checkpoint.mode": self.spec.mode,
                 "checkpoint.save_last": True,
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best-{epoch}-{step}",
@@ -130,7 +131,7 @@ class TaskCLI(LightningCLI):
         )
 
     def _run_root(self, config: Any) -> Path:
-        return Path(config["trainer"].get("default_root_dir") or f"runs/{self.task}")
+        return Path(config["trainer"].get("default_root_dir") or f"runs/{self.spec.name}")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Parse, then check ``--ckpt_path`` before LightningCLI applies the checkpoint's hparams.
@@ -157,13 +158,13 @@ class TaskCLI(LightningCLI):
         config["ckpt_path"] = ckpt_path
         width, resolution = check_checkpoint(
             ckpt_path,
-            self.task,
+            self.spec.name,
             config["backbone"],
             config["resolution"],
             DEFAULT_WIDTH,
-            self.default_resolution,
+            self.spec.resolution,
             # options of the model, including those linked in from the data at instantiation
-            set(vars(config["model"])) | {t.split(".", 1)[1] for _, t in self.links if t.startswith("model.")},
+            set(vars(config["model"])) | {t.split(".", 1)[1] for _, t in self.spec.links if t.startswith("model.")},
         )
         config["backbone"] = config["model"]["width"] = width
         config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
@@ -178,7 +179,7 @@ class TaskCLI(LightningCLI):
         # task's default length applies only when none is given, counted in optimizer steps so
         # that it fits a set of any size.
         if trainer.get("max_epochs") is None and trainer.get("max_steps") in (None, -1) and not trainer.get("max_time"):
-            trainer["max_steps"] = self.default_steps
+            trainer["max_steps"] = self.spec.default_steps
         self.validation_plan.enabled = trainer.get("val_check_interval") is None and trainer.get(
             "check_val_every_n_epoch"
         ) in (None, 1)
@@ -200,28 +201,40 @@ def _one_sentence(error: BaseException) -> str:
     return text
 
 
-def main(
-    model_class: type[LightningModule],
-    datamodule_class: type[LightningDataModule],
-    *,
-    args: Sequence[str] | None = None,
-    max_epochs: int | None = None,
-    **options: Any,
-) -> None:
-    """Run the task's ``TaskCLI`` (``options``: task, monitor, resolution, links, callbacks,
-    default_steps ...); bad input ends with one clear sentence and exit status 2.
+class Interruption(Callback):
+    """Remembers the signal that interrupted a run (Ctrl-C, SIGTERM), for the exit status.
 
-    ``max_epochs`` (transitional, for tasks not yet converted to ``default_steps``) bounds the
-    default run in epochs instead of steps.
+    Lightning ends a run interrupted by Ctrl-C with ``sys.exit(1)`` and one stopped by SIGTERM
+    with a ``SIGTERMException`` (a ``SystemExit`` of status 0): a script's ``fit && test`` then
+    went on to test a half-trained model. Every callback's ``on_exception`` runs before that exit,
+    ``TaskCheckpoint``'s (which saves ``last.ckpt``) included.
     """
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = signal.SIGINT
+        elif isinstance(exception, SIGTERMException):
+            self.signal = signal.SIGTERM
+
+
+def main(spec: TaskSpec, args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> None:
+    """``python -m tasks.<name> ...``: one of the task's own commands (``spec.commands``, e.g.
+    ``partition``) or its ``TaskCLI`` (``args`` None reads ``sys.argv``).
+
+    Bad input ends with one clear sentence and exit status 2. A run stopped by Ctrl-C or SIGTERM
+    ends with 128 + the signal's number (130, 143), the status a shell reports for a process the
+    signal ended, once ``last.ckpt`` is saved.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in spec.commands:
+        spec.commands[argv[0]](argv[1:])
+        return
+    interruption = Interruption()
     try:
-        TaskCLI(
-            model_class,
-            datamodule_class,
-            args=args,
-            trainer_defaults={"max_epochs": max_epochs} if max_epochs else {},
-            **options,
-        )
+        TaskCLI(spec, callbacks=[*callbacks, interruption], args=args)
     except (BadInputError, RuntimeError) as error:
         # DataLoader workers re-raise a worker's BadInputError under its own type only when it
         # can be rebuilt from one string; otherwise it arrives wrapped in a RuntimeError.
@@ -229,3 +242,9 @@ def main(
             raise
         print(f"error: {_one_sentence(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C before or after the trainer's own handling
+        raise SystemExit(128 + signal.SIGINT) from None
+    except SystemExit:
+        if interruption.signal is not None:
+            raise SystemExit(128 + interruption.signal) from None
+        raise

@@ -61,5 +61,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def write_json_atomic(
     path: str | os.PathLike[str], payload: Mapping[str, Any] | list[Any], indent: int | None = 2
 ) -> Path:
-    """Write JSON to ``path`` atomically."""
-    return write_text_atomic(path, json.dumps(payload, indent=indent))
+    """Write ``payload`` to ``path`` atomically, as strict JSON.
+
+    A NaN or infinity raises ``ValueError`` instead of being written bare (``NaN`` is not JSON:
+    jq, JavaScript and ``json.loads(..., parse_constant=...)`` refuse the file); callers map such
+    values to None first, as ``tasks.callbacks.MetricsJSON`` does.
+    """
+    return write_text_atomic(path, json.dumps(payload, indent=indent, allow_nan=False))

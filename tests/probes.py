@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -73,9 +74,9 @@ def tiny_run_args(
 
 
 def read_metrics(runs: Path) -> dict[str, Any]:
-    """The newest ``metrics.json`` of the runs under ``runs``."""
-    newest = max(runs.glob("lightning_logs/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(newest.read_text())
+    """The newest ``metrics.json`` of the runs under ``runs``, parsed as strict JSON."""
+    newest = max(runs.glob("lightning_logs/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    return strict_json(newest)
 
 
 def metrics_files(runs: Path) -> list[Path]:
@@ -90,7 +91,7 @@ def checkpoint_step(path: Path) -> int:
 
 def start_in_fork(main: Callable[[list[str]], None], args: Sequence[str]) -> BaseProcess:
     """Run ``main(args)`` in a forked copy of this process, for probes that kill or interrupt a
-    real run (``signal_at``): torch and Lightning are already imported there, so it starts at once
+    real run (``SignalAtStep``): torch and Lightning are already imported there, so it starts at once
     (a fresh ``python -m tasks.<task>`` took 20-30 s to import them on a loaded 2-core machine).
     Its ``exitcode`` is ``main``'s ``SystemExit`` code, or minus the signal that ended it."""
     process = multiprocessing.get_context("fork").Process(target=main, args=(list(args),), daemon=True)
@@ -100,13 +101,17 @@ def start_in_fork(main: Callable[[list[str]], None], args: Sequence[str]) -> Bas
 
 class SignalAtStep(Callback):
     """Send this process the signal ``name`` (``SIGKILL``, ``SIGINT`` = Ctrl-C ...) when training
-    reaches optimizer step ``step``: a kill or an interrupt at a known point of a real run."""
+    reaches optimizer step ``step``: a kill or an interrupt at a known point of a real run.
+    ``started``: a file to write the step the run started (or resumed) at."""
 
-    def __init__(self, step: int, name: str) -> None:
+    def __init__(self, step: int, name: str, started: str | None = None) -> None:
         self.step = step
         self.signal = signal.Signals[name]
+        self.started = started
 
     def on_train_start(self, trainer: Trainer, *args: Any) -> None:
+        if self.started:
+            Path(self.started).write_text(str(trainer.global_step))
         if self.signal == signal.SIGINT:
             # A shell starts background jobs with SIGINT ignored (Python then installs no handler):
             # a run started in a terminal raises KeyboardInterrupt on Ctrl-C, so this one must too.
@@ -117,10 +122,61 @@ class SignalAtStep(Callback):
             os.kill(os.getpid(), self.signal)
 
 
-def signal_at(step: int, name: str) -> list[str]:
-    """CLI arguments that add ``SignalAtStep(step, name)`` to a run's callbacks."""
-    callback = {"class_path": f"{__name__}.SignalAtStep", "init_args": {"step": step, "name": name}}
-    return [f"--trainer.callbacks+={json.dumps(callback)}"]
+class RunRecord(Callback):
+    """Record how a run was planned and how it went: its length options as the trainer got them,
+    its steps per epoch, the step it started at and ended at, and its training time."""
+
+    def __init__(self) -> None:
+        self.max_steps = self.max_epochs = self.steps_per_epoch = self.first_step = self.last_step = -1
+        self.seconds = -1.0
+        self._start = 0.0
+
+    def on_train_start(self, trainer: Trainer, *args: Any) -> None:
+        self.max_steps, self.max_epochs = trainer.max_steps, int(trainer.max_epochs or 0)
+        self.steps_per_epoch = int(trainer.num_training_batches) // trainer.accumulate_grad_batches
+        self.first_step = trainer.global_step
+        self._start = time.perf_counter()
+
+    def on_train_end(self, trainer: Trainer, *args: Any) -> None:
+        self.last_step = trainer.global_step
+        self.seconds = time.perf_counter() - self._start
+
+
+class NaNMetric(Callback):
+    """Log a metric that is NaN at the end of every validation and test (as an AP over a class
+    with no positives is), to see how ``metrics.json`` writes it."""
+
+    name = "nan_probe"
+
+    def _log(self, trainer: Trainer, pl_module: Any) -> None:
+        pl_module.log(self.name, float("nan"))
+
+    on_validation_epoch_end = _log
+    on_test_epoch_end = _log
+
+
+class PoisonWeights(Callback):
+    """Fill every float parameter with NaN after optimizer step ``step``: the loss of the next
+    step is not finite, as after a diverged update."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    if parameter.is_floating_point():
+                        parameter.fill_(float("nan"))
+
+
+def strict_json(path: Path) -> Any:
+    """``path`` parsed as strict JSON: a bare NaN or Infinity (not JSON) fails the test."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def cli_command(task: str, *args: str) -> list[str]:

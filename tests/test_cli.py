@@ -1,23 +1,24 @@
-"""The shared task CLI end to end: fit, test, metrics.json, checkpoints, bad input, resume, DDP."""
+"""The shared task CLI end to end on classification: fit, test, metrics.json, checkpoints, bad input.
+
+Resume after a kill, DDP equality and the other contracts run on every task in
+``tests/test_task_contract.py``; these are the classification-specific checks.
+"""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from tasks import classification, fine_grained
-from tests.probes import cli_command, expect_one_sentence, read_metrics, subprocess_env, tiny_run_args
+from tasks.classification.task import TASK as CLASSIFICATION
+from tasks.fine_grained.task import TASK as FINE_GRAINED
+from tests.probes import expect_one_sentence, read_metrics, tiny_run_args
 
 
 def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    classification.main(["fit", *tiny_run_args(tiny_imagenet, runs, "--trainer.max_epochs", "2")])
+    CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, runs, "--trainer.max_epochs", "2")])
     fitted = read_metrics(runs)
     assert fitted["stage"] == "validate" and fitted["global_step"] == 6  # 2 epochs x 24/8 batches
     assert set(fitted["metrics"]) >= {"top1", "top5"} and 0 <= fitted["metrics"]["top1"] <= 1
@@ -29,7 +30,7 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
     hparams = yaml.safe_load(next(runs.glob("lightning_logs/version_0/hparams.yaml")).read_text())
     assert hparams["num_classes"] == 3 and hparams["width"] == 0.25  # linked from data / --backbone
 
-    classification.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", "last")])
+    CLASSIFICATION.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", "last")])
     tested = read_metrics(runs)
     assert tested["stage"] == "test" and tested["checkpoint"].endswith("last.ckpt")
     # The test run scores the same weights on the same val images as the last validation.
@@ -50,7 +51,7 @@ def test_fit_then_test_writes_metrics_config_and_checkpoints(tiny_imagenet: Path
 def test_bad_input_is_one_sentence(
     extra: list[str], message: str, tiny_imagenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    expect_one_sentence(classification.main, ["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)], message, capsys)
+    expect_one_sentence(CLASSIFICATION.main, ["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)], message, capsys)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -61,67 +62,16 @@ def test_missing_split_file_is_named(tiny_dogs: Path, tmp_path: Path, capsys: py
     shutil.copytree(tiny_dogs, copy)
     (copy / "lists" / "train_list.mat").unlink()
     with pytest.raises(SystemExit):
-        fine_grained.main(["fit", *tiny_run_args(copy, tmp_path / "runs")])
+        FINE_GRAINED.main(["fit", *tiny_run_args(copy, tmp_path / "runs")])
     assert "train_list.mat' does not exist" in capsys.readouterr().err
 
 
 def test_fine_tune_from_a_classification_checkpoint(tiny_imagenet: Path, tiny_dogs: Path, tmp_path: Path) -> None:
     """A backbone trained by one task is the starting point of another (3 -> 3 classes here)."""
-    classification.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
+    CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / "a", "--trainer.max_epochs", "1")])
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     # Fitted (one step), not validated: scoring the textures' classifier on breeds would score nothing
     # meaningful, and is refused (tests/test_guards.py).
     args = tiny_run_args(tiny_dogs, tmp_path / "b", "--model.backbone_weights", str(ckpt), "--trainer.max_steps", "1")
-    fine_grained.main(["fit", *args])
+    FINE_GRAINED.main(["fit", *args])
     assert "top1" in read_metrics(tmp_path / "b")["metrics"]
-
-
-def test_killed_run_resumes_to_the_same_step(tiny_imagenet: Path, tmp_path: Path) -> None:
-    """Kill a real training process mid-run, resume with --ckpt_path last, end at the same step."""
-    common = ["--trainer.max_epochs", "4", "--checkpoint.every_n_train_steps", "2", "--trainer.log_every_n_steps", "1"]
-    full = tmp_path / "full"
-    subprocess.run(
-        cli_command("classification", "fit", *tiny_run_args(tiny_imagenet, full, *common)),
-        env=subprocess_env(),
-        check=True,
-    )
-    expected = torch.load(full / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
-    assert expected == 12
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        cli_command("classification", "fit", *tiny_run_args(tiny_imagenet, killed, *common)),
-        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if last.is_file() and torch.load(last, weights_only=False)["global_step"] >= 4:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted_at = torch.load(last, weights_only=False)["global_step"]
-    assert 0 < interrupted_at < expected, "the run finished before it could be killed"
-
-    resume = tiny_run_args(tiny_imagenet, killed, *common, "--ckpt_path", "last")
-    subprocess.run(cli_command("classification", "fit", *resume), env=subprocess_env(), check=True)
-    assert torch.load(last, weights_only=False)["global_step"] == expected
-
-
-def test_ddp_two_processes_give_the_same_top1(tiny_dogs: Path, tmp_path: Path) -> None:
-    """2-process CPU DDP (gloo) test of one checkpoint == 1-process test (9 images: uneven split)."""
-    runs = tmp_path / "runs"
-    fine_grained.main(["fit", *tiny_run_args(tiny_dogs, runs, "--trainer.max_epochs", "2")])
-    ckpt = str(runs / "checkpoints" / "last.ckpt")
-    results = {}
-    for devices, strategy in (("1", "auto"), ("2", "ddp")):
-        out = tmp_path / f"test{devices}"
-        args = tiny_run_args(tiny_dogs, out, "--ckpt_path", ckpt, "--data.batch_size", "2")
-        args += ["--trainer.devices", devices, "--trainer.strategy", strategy]
-        subprocess.run(cli_command("fine_grained", "test", *args), env=subprocess_env(), check=True, timeout=300)
-        results[devices] = read_metrics(out)["metrics"]
-    assert results["2"]["top1"] == pytest.approx(results["1"]["top1"], abs=1e-6)
-    assert results["2"]["top5"] == pytest.approx(results["1"]["top5"], abs=1e-6)
-    # 9 test images: any accuracy is a multiple of 1/9 (nothing counted twice across ranks).
-    assert results["2"]["top1"] * 9 == pytest.approx(round(results["2"]["top1"] * 9), abs=1e-4)

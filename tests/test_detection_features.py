@@ -21,6 +21,7 @@ from backbone.errors import BadInputError
 from backbone.mobilenet import MobileNetV1
 from tasks.detection import module as detection
 from tasks.detection.evaluation import STAT_NAMES, CocoEvaluator, coco_evaluation
+from tasks.detection.task import TASK as DETECTION
 from tests.probes import COCO_CATEGORIES, expect_one_sentence, read_metrics, tiny_run_args, write_coco
 from tests.test_coco_eval import CATEGORY_IDS, make_gt, noisy_detections
 
@@ -71,7 +72,7 @@ def _args(root: Path | None, runs: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def checkpoint(coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    detection.main(["fit", *_args(coco, runs, "--trainer.max_steps", "2")])
+    DETECTION.main(["fit", *_args(coco, runs, "--trainer.max_steps", "2")])
     return runs / "checkpoints" / "last.ckpt"
 
 
@@ -81,7 +82,7 @@ def _newest_log_dir(runs: Path) -> Path:
 
 def test_test_writes_per_category_ap_and_the_pr_curve(coco: Path, checkpoint: Path, tmp_path: Path) -> None:
     args = _args(coco, tmp_path, "--ckpt_path", str(checkpoint), "--model.pr_curve", "true")
-    detection.main(["test", *args, "--model.score_thresh", "0.001"])
+    DETECTION.main(["test", *args, "--model.score_thresh", "0.001"])
     metrics = read_metrics(tmp_path)["metrics"]
     assert {"AP/square", "AP/disc"} <= set(metrics) and all(-1 <= metrics[k] <= 1 for k in ("AP/square", "AP/disc"))
     png = cv2.imread(str(_newest_log_dir(tmp_path) / "pr_curve.png"))
@@ -98,7 +99,7 @@ def test_paths_as_options(coco: Path, tmp_path: Path) -> None:
     shutil.copytree(coco / "val2017", tmp_path / "elsewhere")  # absolute path, outside the root
     options = ["--data.train_ann", "labels/train.json", "--data.train_images", "pictures/a"]
     options += ["--data.val_ann", "labels/val.json", "--data.val_images", str(tmp_path / "elsewhere")]
-    detection.main(["fit", *_args(root, tmp_path / "runs", "--trainer.max_steps", "1", *options)])
+    DETECTION.main(["fit", *_args(root, tmp_path / "runs", "--trainer.max_steps", "1", *options)])
     assert "mAP" in read_metrics(tmp_path / "runs")["metrics"]
 
 
@@ -106,7 +107,7 @@ def test_a_missing_train_file_named_by_option_is_one_sentence(
     coco: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = _args(coco, tmp_path, "--trainer.max_steps", "1", "--data.train_ann", "labels/nope.json")
-    expect_one_sentence(detection.main, ["fit", *args], r"nope\.json' is missing.*--data\.train_ann", capsys)
+    expect_one_sentence(DETECTION.main, ["fit", *args], r"nope\.json' is missing.*--data\.train_ann", capsys)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,11 +169,11 @@ def test_init_from_through_the_cli(coco: Path, tmp_path: Path) -> None:
     """Fine-tune from a 5-class detector on the 2-category set; test then needs only the new checkpoint."""
     _save_detector(tmp_path / "five.ckpt", num_classes=6)
     runs = tmp_path / "runs"
-    detection.main(
+    DETECTION.main(
         ["fit", *_args(coco, runs, "--trainer.max_steps", "1", "--model.init_from", str(tmp_path / "five.ckpt"))]
     )
     (tmp_path / "five.ckpt").unlink()  # not needed any more: the checkpoint holds the weights
-    detection.main(["test", *_args(coco, tmp_path / "test", "--ckpt_path", str(runs / "checkpoints" / "last.ckpt"))])
+    DETECTION.main(["test", *_args(coco, tmp_path / "test", "--ckpt_path", str(runs / "checkpoints" / "last.ckpt"))])
     assert "mAP" in read_metrics(tmp_path / "test")["metrics"]
 
 
@@ -191,7 +192,7 @@ def test_predict_ann_keeps_the_image_ids(coco: Path, checkpoint: Path, tmp_path:
     info = _image_info(coco, tmp_path / "image_info_test-dev2017.json", COCO_CATEGORIES)
     args = _args(coco, tmp_path / "out", "--ckpt_path", str(checkpoint), "--model.score_thresh", "0.001")
     args += ["--data.predict_ann", str(tmp_path / "image_info_test-dev2017.json"), "--data.predict_images", "val2017"]
-    detection.main(["predict", *args])
+    DETECTION.main(["predict", *args])
     folder = _newest_log_dir(tmp_path / "out")
     listed = json.loads((folder / "predictions_images.json").read_text())
     assert [(im["id"], im["file_name"]) for im in listed] == [(im["id"], im["file_name"]) for im in info]
@@ -208,5 +209,5 @@ def test_predict_ann_with_other_categories_is_one_sentence(
         coco, tmp_path / "out", "--ckpt_path", str(checkpoint), "--data.predict_ann", str(tmp_path / "info.json")
     )
     expect_one_sentence(
-        detection.main, ["predict", *args, "--data.predict_images", "val2017"], r"category ids \[1\]", capsys
+        DETECTION.main, ["predict", *args, "--data.predict_images", "val2017"], r"category ids \[1\]", capsys
     )

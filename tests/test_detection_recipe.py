@@ -13,6 +13,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backbone.mobilenet import MobileNetV1
 from tasks.detection import module as detection
+from tasks.detection.task import TASK as DETECTION
 from tests.probes import tiny_run_args, write_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -50,7 +51,7 @@ def test_global_batch_counts_processes_batch_and_accumulation() -> None:
     ids=["scaled", "unscaled"],
 )
 def test_lr_is_scaled_by_the_global_batch(coco: Path, tmp_path: Path, extra: tuple[str, ...], expected: float) -> None:
-    detection.main(["fit", *_args(coco, tmp_path, "--trainer.max_steps", "1", *extra)])
+    DETECTION.main(["fit", *_args(coco, tmp_path, "--trainer.max_steps", "1", *extra)])
     assert _scheduler_base_lrs(tmp_path) == pytest.approx([expected, expected])
 
 
@@ -58,14 +59,14 @@ def test_freeze_bn_defaults_on_with_backbone_weights_and_survives_the_checkpoint
     weights = tmp_path / "mobilenet.pt"
     torch.save(MobileNetV1(0.25, num_classes=0).state_dict(), weights)
     runs = tmp_path / "runs"
-    detection.main(["fit", *_args(coco, runs, "--trainer.max_steps", "1", "--model.backbone_weights", str(weights))])
+    DETECTION.main(["fit", *_args(coco, runs, "--trainer.max_steps", "1", "--model.backbone_weights", str(weights))])
     checkpoint = torch.load(runs / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["hyper_parameters"]["freeze_bn"] is True
     state = checkpoint["state_dict"]
     assert "model.backbone.body.stem.1.running_mean" in state
     assert "model.backbone.body.stem.1.num_batches_tracked" not in state  # frozen: no batch count
     # test from the checkpoint alone (no backbone_weights): the same frozen layers are rebuilt.
-    detection.main(["test", *_args(coco, tmp_path / "test", "--ckpt_path", str(runs / "checkpoints" / "last.ckpt"))])
+    DETECTION.main(["test", *_args(coco, tmp_path / "test", "--ckpt_path", str(runs / "checkpoints" / "last.ckpt"))])
     # from scratch the BN trains
     scratch = detection.DetectionModule(num_classes=3, width=0.25, resolution=64)
     assert scratch.hparams.freeze_bn is False

@@ -4,7 +4,6 @@ bad input, and a 2-process DDP run scored like a 1-process one."""
 from __future__ import annotations
 
 import csv
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import yaml
 
 from datasets.attribute_files import ATTRIBUTE_FILE, read_attributes_csv
 from tasks.face_attributes import module as face_attributes
-from tests.probes import cli_command, expect_one_sentence, one_torch_thread, read_metrics, subprocess_env, tiny_run_args
+from tasks.face_attributes.task import TASK as FACE_ATTRIBUTES
+from tests.probes import expect_one_sentence, one_torch_thread, read_metrics, tiny_run_args
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -45,7 +45,7 @@ def teacher(tiny_celeba: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A supervised 0.5-48 'teacher' fitted for 2 epochs: its run folder."""
     runs = tmp_path_factory.mktemp("teacher")
     args = fast_args(tiny_celeba, runs, "--trainer.max_epochs", "2", width="0.5", resolution="48")
-    face_attributes.main(["fit", *args])
+    FACE_ATTRIBUTES.main(["fit", *args])
     return runs
 
 
@@ -64,12 +64,12 @@ def test_supervised_fit_test_predict(teacher: Path, tiny_celeba: Path) -> None:
     common = fast_args(tiny_celeba, teacher, "--ckpt_path", "last", width="0.5", resolution="48")
     left_out = [n[3:] for n in names if n not in scored]
     with pytest.warns(UserWarning, match=r"mean_ap leaves out \d attribute") as caught:
-        face_attributes.main(["validate", *common])
+        FACE_ATTRIBUTES.main(["validate", *common])
     reports = [str(w.message) for w in caught if "mean_ap leaves out" in str(w.message)]
     assert len(reports) == 1 and all(repr(name) in reports[0] for name in left_out)
     assert metrics(teacher)["mean_ap"] == pytest.approx(fitted["mean_ap"], abs=1e-6)  # same weights, same images
 
-    face_attributes.main(["predict", *common])
+    FACE_ATTRIBUTES.main(["predict", *common])
     path = newest_log_dir(teacher) / "attributes.csv"
     with path.open() as handle:
         rows = list(csv.reader(handle))
@@ -87,7 +87,7 @@ def test_predict_a_folder_names_images_by_relative_path(teacher: Path, tiny_cele
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     args = fast_args(tiny_celeba, teacher, "--ckpt_path", "last", "--data.predict_dir", str(tmp_path / "photos"),
                      width="0.5", resolution="48")  # fmt: skip
-    face_attributes.main(["predict", *args])
+    FACE_ATTRIBUTES.main(["predict", *args])
     table = read_attributes_csv(newest_log_dir(teacher) / "attributes.csv", read_names(tiny_celeba))
     assert sorted(table) == ["day1/000001.jpg", "day1/000002.jpg"]  # the unreadable one skipped
 
@@ -108,7 +108,7 @@ def read_names(root: Path) -> list[str]:
 def test_bad_input_is_one_sentence(
     extra: list[str], message: str, tiny_celeba: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    expect_one_sentence(face_attributes.main, ["fit", *fast_args(tiny_celeba, tmp_path, *extra)], message, capsys)
+    expect_one_sentence(FACE_ATTRIBUTES.main, ["fit", *fast_args(tiny_celeba, tmp_path, *extra)], message, capsys)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -117,7 +117,7 @@ def test_unlabelled_images_need_a_teacher(
 ) -> None:
     args = fast_args(tiny_celeba, tmp_path, "--data.unlabelled_root", str(tiny_celeba / "unlabelled"))
     expected = r"have no labels; they need a teacher \(--model.teacher CKPT or --data.teacher_outputs FILE\)"
-    expect_one_sentence(face_attributes.main, ["fit", *args], expected, capsys)
+    expect_one_sentence(FACE_ATTRIBUTES.main, ["fit", *args], expected, capsys)
 
 
 def test_a_checkpoint_of_another_task_is_refused_as_teacher(
@@ -127,7 +127,7 @@ def test_a_checkpoint_of_another_task_is_refused_as_teacher(
     hparams = {"_class_path": "tasks.detection.module.DetectionModule", "num_classes": 5, "width": 0.25}
     torch.save({"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": hparams}, ckpt)
     args = ["fit", *fast_args(tiny_celeba, tmp_path / "runs", "--model.teacher", str(ckpt))]
-    line = expect_one_sentence(face_attributes.main, args, "holds a detection model", capsys)
+    line = expect_one_sentence(FACE_ATTRIBUTES.main, args, "holds a detection model", capsys)
     assert line == (
         f"error: The teacher checkpoint '{ckpt}' holds a detection model, not a face_attributes one; "
         "give a checkpoint written by 'python -m tasks.face_attributes fit'."
@@ -139,7 +139,7 @@ def teacher_outputs(teacher: Path, tiny_celeba: Path) -> Path:
     """The teacher's predict over every partition and the unlabelled folder: its attributes.csv."""
     args = fast_args(tiny_celeba, teacher, "--ckpt_path", "last", "--data.unlabelled_root",
                      str(tiny_celeba / "unlabelled"), width="0.5", resolution="48")  # fmt: skip
-    face_attributes.main(["predict", *args])
+    FACE_ATTRIBUTES.main(["predict", *args])
     return newest_log_dir(teacher) / "attributes.csv"
 
 
@@ -150,7 +150,7 @@ def test_student_from_teacher_outputs_on_unlabelled_images(
     extra = ["--trainer.max_epochs", "1", "--data.teacher_outputs", str(teacher_outputs)]
     extra += ["--data.unlabelled_root", str(tiny_celeba / "unlabelled")]
     extra += ["--model.hard_label_weight", "0.2", "--model.temperature", "2"]
-    face_attributes.main(["fit", *fast_args(tiny_celeba, tmp_path, *extra)])
+    FACE_ATTRIBUTES.main(["fit", *fast_args(tiny_celeba, tmp_path, *extra)])
     result = metrics(tmp_path)
     assert "mean_ap" in result and 0 < result["emulation_ce"] < 2
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5  # 22 / 4
@@ -163,7 +163,7 @@ def test_live_teacher_and_its_outputs_file_agree(
     the live teacher and against the teacher's attributes.csv: the same emulation_ce, so the live
     teacher runs frozen in eval mode at its own resolution, exactly as its predict did."""
     ckpt = str(teacher / "checkpoints" / "last.ckpt")
-    face_attributes.main(
+    FACE_ATTRIBUTES.main(
         ["fit", *fast_args(tiny_celeba, tmp_path, "--trainer.max_epochs", "1", "--model.teacher", ckpt)]
     )
     student = tmp_path / "checkpoints" / "last.ckpt"
@@ -174,7 +174,7 @@ def test_live_teacher_and_its_outputs_file_agree(
     )  # no teacher weights in the student's checkpoint
     results = {}
     for how in (["--model.teacher", ckpt], ["--data.teacher_outputs", str(teacher_outputs)]):
-        face_attributes.main(["validate", *fast_args(tiny_celeba, tmp_path, "--ckpt_path", str(student), *how)])
+        FACE_ATTRIBUTES.main(["validate", *fast_args(tiny_celeba, tmp_path, "--ckpt_path", str(student), *how)])
         results[how[0]] = metrics(tmp_path)
     live, offline = results["--model.teacher"], results["--data.teacher_outputs"]
     assert live["emulation_ce"] == pytest.approx(offline["emulation_ce"], abs=1e-5)
@@ -182,18 +182,18 @@ def test_live_teacher_and_its_outputs_file_agree(
 
 
 def test_ddp_two_processes_give_the_same_mean_ap(teacher: Path, teacher_outputs: Path, tiny_celeba: Path) -> None:
-    """2-process CPU DDP (gloo) validation == 1-process (7 val images: 4 + 3 across the ranks).
+    """2-process CPU DDP (gloo) validation with a teacher == 1-process (7 val images: 4 + 3 across
+    the ranks; without a teacher on every task: tests/test_task_contract.py).
 
     Batches of one image make every score bit-identical in both runs (a barely trained model's
     scores are near ties, which another batch composition could reorder in the last bit)."""
     ckpt = str(teacher / "checkpoints" / "last.ckpt")
     common = ["--ckpt_path", ckpt, "--data.batch_size", "1", "--data.teacher_outputs", str(teacher_outputs)]
     single, double = teacher.parent / "ddp1", teacher.parent / "ddp2"
-    face_attributes.main(["validate", *fast_args(tiny_celeba, single, *common, width="0.5", resolution="48")])
-    args = fast_args(tiny_celeba, double, *common, "--trainer.devices", "2", "--trainer.strategy", "ddp",
+    FACE_ATTRIBUTES.main(["validate", *fast_args(tiny_celeba, single, *common, width="0.5", resolution="48")])
+    args = fast_args(tiny_celeba, double, *common, "--trainer.devices", "2", "--trainer.strategy", "ddp_fork",
                      width="0.5", resolution="48")  # fmt: skip
-    command = cli_command("face_attributes", "validate", *args)
-    subprocess.run(command, env=subprocess_env(), check=True, timeout=300, capture_output=True)
+    FACE_ATTRIBUTES.main(["validate", *args])  # the ranks are forked from this process
     one, two = metrics(single), metrics(double)
     assert set(two) == set(one) and "emulation_ce" in one
     for name, value in one.items():
@@ -204,7 +204,7 @@ def test_ddp_two_processes_give_the_same_mean_ap(teacher: Path, teacher_outputs:
 def test_paper_configs_parse(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every Table 12 row parses; students have no weight decay and no early stopping."""
     with pytest.raises(SystemExit) as exit_info:
-        face_attributes.main(["fit", "--config", str(config), "--print_config"])
+        FACE_ATTRIBUTES.main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     if config.stem.startswith("student_"):

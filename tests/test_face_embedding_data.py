@@ -112,3 +112,18 @@ def test_teacher_embeddings_from_predict_output_or_npz(tmp_path: Path) -> None:
     np.savez(tmp_path / "short.npz", paths=np.array(relative[:3]), embeddings=vectors[:3])
     with pytest.raises(BadInputError, match="has no embedding for 1 training images"):
         read_teacher_embeddings(tmp_path / "short.npz", images, tmp_path / "ids")
+
+
+def test_only_training_batches_must_be_p_by_k(lfw: Path, tmp_path: Path) -> None:
+    """``fit`` refuses a batch that is not P x K (P, K >= 2); evaluation takes any batch, even one image."""
+    from datasets.face_identities import FaceDataModule
+
+    write_identities(tmp_path, identities=4, photos=2, seed=0, size=32)
+    options = {"lfw_root": str(lfw), "resolution": 32, "num_workers": 0, "images_per_identity": 2}
+    with pytest.raises(BadInputError, match=r"--data.batch_size must be a multiple .* got 6 and 4"):
+        FaceDataModule(str(tmp_path), batch_size=6, **{**options, "images_per_identity": 4}).setup("fit")
+    with pytest.raises(BadInputError, match=r"images_per_identity .* at least 2; got 1"):
+        FaceDataModule(str(tmp_path), batch_size=4, **{**options, "images_per_identity": 1})
+    data = FaceDataModule(str(tmp_path), batch_size=1, **options)
+    data.setup("test")
+    assert len(next(iter(data.test_dataloader()))["image"]) == 1

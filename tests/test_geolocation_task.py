@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,9 @@ import s2sphere
 import torch
 
 from datasets.demo.geo import write_geo_demo
-from tasks.geolocation import module as geolocation
 from tasks.geolocation.metrics import METRIC_NAMES
-from tests.probes import cli_command, expect_one_sentence, read_metrics, subprocess_env, tiny_run_args
+from tasks.geolocation.task import TASK as GEOLOCATION
+from tests.probes import expect_one_sentence, read_metrics, tiny_run_args
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +36,7 @@ def newest(runs: Path, name: str) -> Path:
 def trained(tiny_geo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of a 2-epoch fit on ``tiny_geo`` (shared by the tests that only read its checkpoint)."""
     runs = tmp_path_factory.mktemp("geo_runs")
-    geolocation.main(["fit", *fast_args(tiny_geo, runs, "--trainer.max_epochs", "2")])
+    GEOLOCATION.main(["fit", *fast_args(tiny_geo, runs, "--trainer.max_epochs", "2")])
     return runs
 
 
@@ -57,13 +55,13 @@ def test_fit_test_predict_with_the_partition_from_the_checkpoint(tiny_geo: Path,
     data = tmp_path / "data"
     shutil.copytree(tiny_geo, data)
     (data / "train.csv").unlink()
-    geolocation.main(["test", *fast_args(data, runs, "--ckpt_path", str(ckpt), "--model.error_curve", "true")])
+    GEOLOCATION.main(["test", *fast_args(data, runs, "--ckpt_path", str(ckpt), "--model.error_curve", "true")])
     tested = read_metrics(runs)
     assert tested["stage"] == "test" and set(tested["metrics"]) >= set(METRIC_NAMES)
     assert all(tested["metrics"][n] * 9 == pytest.approx(round(tested["metrics"][n] * 9)) for n in METRIC_NAMES[:-1])
     assert newest(runs, "error_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    geolocation.main(["predict", *fast_args(data, runs, "--ckpt_path", str(ckpt), "--model.top_k", "3")])
+    GEOLOCATION.main(["predict", *fast_args(data, runs, "--ckpt_path", str(ckpt), "--model.top_k", "3")])
     with newest(runs, "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9 and list(rows[0]) == [
@@ -88,7 +86,7 @@ def test_fit_test_predict_with_the_partition_from_the_checkpoint(tiny_geo: Path,
 
     # a folder of photos (recursively), with the cell's own center as the location
     folder = ["--data.predict_dir", str(data / "images"), "--model.predict_location", "center"]
-    geolocation.main(["predict", *fast_args(data, runs, "--ckpt_path", str(ckpt), *folder)])
+    GEOLOCATION.main(["predict", *fast_args(data, runs, "--ckpt_path", str(ckpt), *folder)])
     with newest(runs, "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(list((data / "images").rglob("*.jpg"))) == 69
@@ -102,12 +100,12 @@ def test_fit_test_predict_with_the_partition_from_the_checkpoint(tiny_geo: Path,
 def test_hierarchy_of_partitions_trains_and_tests_from_its_checkpoint(tiny_geo: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     extra = ("--trainer.max_epochs", "1", "--data.coarse_max_photos", "[40, 25]")
-    geolocation.main(["fit", *fast_args(tiny_geo, runs, *extra)])
+    GEOLOCATION.main(["fit", *fast_args(tiny_geo, runs, *extra)])
     state = torch.load(runs / "checkpoints" / "last.ckpt", weights_only=False)
     sizes = [state["state_dict"][f"model.heads.{k}.weight"].shape[0] for k in range(3)]
     assert sizes[0] <= sizes[1] <= sizes[2] and state["state_dict"]["cell_parents"].shape == (2, sizes[2])
     # without the option at test time: the three heads and the hierarchy come from the checkpoint
-    geolocation.main(["test", *fast_args(tiny_geo, runs, "--ckpt_path", "last")])
+    GEOLOCATION.main(["test", *fast_args(tiny_geo, runs, "--ckpt_path", "last")])
     assert set(read_metrics(runs)["metrics"]) >= set(METRIC_NAMES)
 
 
@@ -121,20 +119,5 @@ def test_bad_row_is_one_sentence(tiny_geo: Path, tmp_path: Path, capsys: pytest.
     (data / "train.csv").write_text("\n".join(lines) + "\n")
     args = ["fit", *fast_args(data, tmp_path / "runs")]
     expect_one_sentence(
-        geolocation.main, args, r"train.csv' line 6: LAT is '123.4'; expected a latitude in \[-90, 90\]", capsys
+        GEOLOCATION.main, args, r"train.csv' line 6: LAT is '123.4'; expected a latitude in \[-90, 90\]", capsys
     )
-
-
-def test_ddp_two_processes_give_the_same_accuracies(tiny_geo: Path, trained: Path, tmp_path: Path) -> None:
-    """2-process CPU DDP (gloo) test of one checkpoint == 1-process test (9 photos: uneven ranks)."""
-    ckpt = str(trained / "checkpoints" / "last.ckpt")
-    results = {}
-    for devices, strategy in (("1", "auto"), ("2", "ddp")):
-        out = tmp_path / f"test{devices}"
-        args = fast_args(tiny_geo, out, "--ckpt_path", ckpt, "--data.batch_size", "2")
-        args += ["--trainer.devices", devices, "--trainer.strategy", strategy]
-        subprocess.run(cli_command("geolocation", "test", *args), env=subprocess_env(), check=True, timeout=300)
-        results[devices] = read_metrics(out)["metrics"]
-    for name in METRIC_NAMES:
-        assert results["2"][name] == pytest.approx(results["1"][name], rel=1e-9, abs=1e-9), name
-    assert math.isfinite(results["2"]["median_km"])

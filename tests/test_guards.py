@@ -28,13 +28,14 @@ from backbone.mobilenet import MobileNetV1
 from datasets.demo.faces import write_identities, write_lfw
 from datasets.demo.geo import write_geo_demo
 from datasets.lfw import read_pairs
-from tasks import classification, fine_grained
 from tasks.checkpoints import STAMP_KEY
-from tasks.detection import module as detection
-from tasks.face_attributes import module as face_attributes
-from tasks.face_embedding import module as face_embedding
+from tasks.classification.task import TASK as classification
+from tasks.detection.task import TASK as detection
+from tasks.face_attributes.task import TASK as face_attributes
 from tasks.face_embedding.metrics import lfw_metrics
-from tasks.geolocation import module as geolocation
+from tasks.face_embedding.task import TASK as face_embedding
+from tasks.fine_grained.task import TASK as fine_grained
+from tasks.geolocation.task import TASK as geolocation
 from tests.probes import (
     checkpoint_step,
     cli_command,

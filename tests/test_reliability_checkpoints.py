@@ -3,6 +3,8 @@
 Issue 8, "Work is lost" items 1-2 and the checkpoint probes: Lightning 2.6 refreshed last.ckpt only
 when the monitored metric improved (a run killed after a plateau resumed from far back), and
 ``--ckpt_path last`` with no checkpoint validated random weights.
+
+The signal, resume and another-task probes run on every task in ``tests/test_task_contract.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import pytest
 import torch
 
 from datasets.demo.textures import write_imagenet_demo
-from tasks import classification, fine_grained
 from tasks.checkpoints import AtomicCheckpointIO
-from tasks.detection import module as detection
+from tasks.classification.task import TASK as CLASSIFICATION
 from tests.probes import (
     GARBAGE_CHECKPOINTS,
     checkpoint_step,
@@ -32,12 +33,9 @@ from tests.probes import (
     metrics_files,
     one_torch_thread,
     read_metrics,
-    signal_at,
-    start_in_fork,
     subprocess_env,
     tiny_run_args,
     truncate_file,
-    write_coco,
     write_garbage_checkpoint,
 )
 
@@ -92,18 +90,8 @@ def spy_checkpoint_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, in
 def classifier(tiny_imagenet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fitted width-0.25, 32-px, 3-class classifier's run folder (one epoch, validated at its end)."""
     runs = tmp_path_factory.mktemp("classifier")
-    classification.main(["fit", *fast(tiny_imagenet, runs, "--trainer.max_epochs", "1")])
+    CLASSIFICATION.main(["fit", *fast(tiny_imagenet, runs, "--trainer.max_epochs", "1")])
     return runs
-
-
-@pytest.fixture(scope="module")
-def detector_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A detection checkpoint (one SSD step, no validation)."""
-    root = write_coco(tmp_path_factory.mktemp("coco"), train=2, val=1)
-    runs = tmp_path_factory.mktemp("detector")
-    args = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--data.batch_size", "2"]
-    detection.main(["fit", *tiny_run_args(root, runs, *args, resolution=128)])
-    return runs / "checkpoints" / "last.ckpt"
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +113,7 @@ def test_last_ckpt_after_every_validation_and_at_the_end(
     shutil.copytree(classifier / "checkpoints", runs / "checkpoints")
     writes = spy_checkpoint_writes(monkeypatch)
     args = fast(tiny_imagenet, runs, *VALIDATE_EVERY_2, "--checkpoint.monitor", "top5", *ending)
-    classification.main(["fit", *args])
+    CLASSIFICATION.main(["fit", *args])
 
     trained, validated = steps_logged(runs)
     last = runs / "checkpoints" / "last.ckpt"
@@ -138,41 +126,6 @@ def test_last_ckpt_after_every_validation_and_at_the_end(
     assert best_writes == validated[:1]  # the metric improved only at the first validation
     if ending[0] == "--trainer.max_steps":
         assert trained == 5 and validated[:2] == [2, 4]  # step 5 is mid-way through the second epoch
-
-
-# The signal probes run the CLI in a real process (forked from this one) that signals itself at a
-# known step (``signal_at``). It validates every 2 steps and writes no top-k checkpoint at all, so
-# Lightning alone never refreshed last.ckpt.
-SIGNALLED = (*VALIDATE_EVERY_2, "--checkpoint.save_top_k", "0", "--trainer.max_steps", "8")
-
-
-def test_killed_run_resumes_losing_at_most_the_steps_since_the_last_validation(
-    tiny_imagenet: Path, tmp_path: Path
-) -> None:
-    args = fast(tiny_imagenet, tmp_path, *SIGNALLED)
-    process = start_in_fork(classification.main, ["fit", *args, *signal_at(5, "SIGKILL")])
-    process.join(timeout=240)
-    assert process.exitcode == -signal.SIGKILL
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    assert checkpoint_step(last) == read_metrics(tmp_path)["global_step"] == 4  # the last validation
-
-    classification.main(["fit", *args, "--ckpt_path", "last"])
-    assert checkpoint_step(last) == 8
-    trained, _ = steps_logged(tmp_path)
-    assert trained == 4  # the resumed run trained only steps 5-8
-
-
-def test_ctrl_c_leaves_last_ckpt_at_the_current_step(tiny_imagenet: Path, tmp_path: Path) -> None:
-    """Ctrl-C at step 7, one step after a validation: last.ckpt holds step 7."""
-    process = start_in_fork(
-        classification.main, ["fit", *fast(tiny_imagenet, tmp_path, *SIGNALLED, *signal_at(7, "SIGINT"))]
-    )
-    process.join(timeout=240)
-    assert process.exitcode == 1  # Lightning's graceful shutdown after Ctrl-C
-    checkpoints = tmp_path / "checkpoints"
-    assert checkpoint_step(checkpoints / "last.ckpt") == 7
-    assert read_metrics(tmp_path)["global_step"] == 6
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]  # and no temporary file
 
 
 def test_a_bad_image_on_one_ddp_rank_ends_the_run_instead_of_hanging(tiny_imagenet: Path, tmp_path: Path) -> None:
@@ -207,7 +160,7 @@ def test_last_or_best_without_a_checkpoint_is_refused(
     runs = tmp_path / "runs"
     folder = re.escape(repr(str(runs / "checkpoints")))
     args = [subcommand, *fast(tiny_imagenet, runs, "--ckpt_path", which)]
-    expect_one_sentence(classification.main, args, rf"--ckpt_path {which} found no .*ckpt in {folder}", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, rf"--ckpt_path {which} found no .*ckpt in {folder}", capsys)
     assert not metrics_files(runs)  # random weights were not scored
 
 
@@ -217,29 +170,9 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(
 ) -> None:
     path, pattern = write_garbage_checkpoint(tmp_path, kind)
     args = ["test", *fast(tiny_imagenet, tmp_path / "runs", "--ckpt_path", str(path))]
-    line = expect_one_sentence(classification.main, args, pattern, capsys)
+    line = expect_one_sentence(CLASSIFICATION.main, args, pattern, capsys)
     assert "weights_only" not in line  # no advice to unpickle an untrusted file
     assert not metrics_files(tmp_path / "runs")
-
-
-def test_another_tasks_checkpoint_is_refused(
-    detector_ckpt: Path, tiny_imagenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = ["test", *fast(tiny_imagenet, tmp_path / "runs", "--ckpt_path", str(detector_ckpt))]
-    pattern = r"holds a detection model, not a classification one.*--model.backbone_weights"
-    expect_one_sentence(classification.main, args, pattern, capsys)
-
-
-def test_fine_grained_does_not_resume_a_classification_checkpoint(
-    classifier: Path, tiny_dogs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """It would "resume" at the classifier's step and train nothing; its weights go in another way."""
-    runs = tmp_path / "runs"
-    ckpt = classifier / "checkpoints" / "last.ckpt"
-    args = ["fit", *fast(tiny_dogs, runs, "--ckpt_path", str(ckpt))]
-    pattern = r"holds a classification model, not a fine_grained one.*--model.backbone_weights"
-    expect_one_sentence(fine_grained.main, args, pattern, capsys)
-    assert not (runs / "checkpoints").exists() and not metrics_files(runs)
 
 
 def test_another_width_is_refused_and_a_default_width_is_taken_from_the_checkpoint(
@@ -248,11 +181,11 @@ def test_another_width_is_refused_and_a_default_width_is_taken_from_the_checkpoi
     ckpt = str(classifier / "checkpoints" / "last.ckpt")
     runs = tmp_path / "runs"
     args = ["test", *fast(tiny_imagenet, runs, "--ckpt_path", ckpt, width=0.5)]
-    expect_one_sentence(classification.main, args, r"width 0.25 at resolution 32; this run asks for width 0.5", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, r"width 0.25 at resolution 32; this run asks for width 0.5", capsys)
     assert not metrics_files(runs)
 
     # Neither --backbone nor --resolution given: both come from the checkpoint.
-    classification.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", ckpt, width=None, resolution=None)])
+    CLASSIFICATION.main(["test", *tiny_run_args(tiny_imagenet, runs, "--ckpt_path", ckpt, width=None, resolution=None)])
     tested = read_metrics(runs)
     assert tested["stage"] == "test"
     # The same weights on the same images as the fit's last validation: the checkpoint was loaded.
@@ -265,7 +198,7 @@ def test_another_class_count_is_refused(classifier: Path, tmp_path: Path, capsys
     args = ["test", *fast(root, tmp_path / "runs", "--ckpt_path", str(classifier / "checkpoints" / "last.ckpt"))]
     # Named by the recorded class names; a checkpoint without them falls back to the shapes (test_guards.py).
     pattern = r"does not fit the data: it has 3 classes where the data has 4, and its classes output \d is"
-    expect_one_sentence(classification.main, args, pattern, capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, pattern, capsys)
 
 
 # --------------------------------------------------------------------------------------------

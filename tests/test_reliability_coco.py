@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from datasets.coco import CocoDataModule, CocoDetection
-from tasks.detection import module as detection
 from tasks.detection.evaluation import CocoEvaluator
+from tasks.detection.task import TASK as DETECTION
 from tests.probes import (
     expect_one_sentence,
     metrics_files,
@@ -65,7 +65,7 @@ def run_args(root: Path, runs: Path, *extra: str) -> list[str]:
 def detector(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A checkpoint (one SSD step) of the categories ``write_coco`` writes: what validate and predict score."""
     root, runs = write_coco(tmp_path_factory.mktemp("coco"), train=2, val=1), tmp_path_factory.mktemp("detector")
-    detection.main(["fit", *run_args(root, runs, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0")])
+    DETECTION.main(["fit", *run_args(root, runs, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0")])
     return str(runs / "checkpoints" / "last.ckpt")
 
 
@@ -84,7 +84,7 @@ def test_a_truncated_jpeg_is_named(
     runs = tmp_path / "runs"
     checkpoint = ["--ckpt_path", detector] if command[0] == "validate" else []
     args = [command[0], *run_args(coco, runs, *command[1:], *checkpoint)]
-    expect_one_sentence(detection.main, args, rf"image file '{damaged}' could not be read as an image", capsys)
+    expect_one_sentence(DETECTION.main, args, rf"image file '{damaged}' could not be read as an image", capsys)
     assert not metrics_files(runs)
 
 
@@ -108,7 +108,7 @@ def test_a_broken_annotation_file_is_refused_naming_the_fault(
     change, pattern = JSON_FAULTS[fault]
     edit_json(val_json(coco), change)
     runs = tmp_path / "runs"
-    expect_one_sentence(detection.main, ["validate", *run_args(coco, runs, "--ckpt_path", detector)], pattern, capsys)
+    expect_one_sentence(DETECTION.main, ["validate", *run_args(coco, runs, "--ckpt_path", detector)], pattern, capsys)
     assert not metrics_files(runs)
 
 
@@ -195,7 +195,7 @@ def test_predict_reads_subfolders_skips_hidden_and_reports_the_unreadable(
     runs = tmp_path / "runs"
 
     with pytest.warns(UserWarning, match=rf"Skipped: The image file '{bad}' could not be read"):
-        detection.main(
+        DETECTION.main(
             ["predict", *run_args(coco, runs, "--data.predict_dir", str(photos), "--ckpt_path", detector, *DRAW)]
         )
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from datasets.demo.textures import write_imagenet_demo
-from tasks import classification, fine_grained
+from tasks.classification.task import TASK as CLASSIFICATION
+from tasks.fine_grained.task import TASK as FINE_GRAINED
 from tests.probes import expect_one_sentence, one_torch_thread, tiny_run_args, truncate_file
 
 
@@ -30,7 +31,7 @@ def test_a_huge_resolution_is_refused_with_the_reason(
     runs = tmp_path / "runs"
     args = ["fit", *tiny_run_args(tiny_imagenet, runs, resolution=100000)]
     expect_one_sentence(
-        classification.main, args, r"resolution must be at most 4096 pixels .* MB .*; got 100000", capsys
+        CLASSIFICATION.main, args, r"resolution must be at most 4096 pixels .* MB .*; got 100000", capsys
     )
     assert not runs.exists()  # refused before anything was allocated or written
 
@@ -40,7 +41,7 @@ def test_a_class_root_with_one_class_is_refused(tmp_path: Path, capsys: pytest.C
     write_imagenet_demo(root, per_class_train=2, per_class_val=1, size=40, num_classes=1)
     args = ["fit", *tiny_run_args(root, tmp_path / "runs")]
     expect_one_sentence(
-        classification.main, args, rf"{root}' holds 1 class\(es\); a classifier needs at least 2", capsys
+        CLASSIFICATION.main, args, rf"{root}' holds 1 class\(es\); a classifier needs at least 2", capsys
     )
 
 
@@ -52,7 +53,7 @@ def test_a_broken_stanford_dogs_split_file_is_named(
     shutil.copytree(tiny_dogs, root)
     split_file = truncate_file(root / "lists" / "train_list.mat", keep)
     args = ["fit", *tiny_run_args(root, tmp_path / "runs")]
-    expect_one_sentence(fine_grained.main, args, rf"{split_file}' is not a Stanford Dogs list", capsys)
+    expect_one_sentence(FINE_GRAINED.main, args, rf"{split_file}' is not a Stanford Dogs list", capsys)
 
 
 def test_a_truncated_training_image_is_named(
@@ -63,7 +64,7 @@ def test_a_truncated_training_image_is_named(
     shutil.copytree(tiny_imagenet, root)
     damaged = truncate_file(sorted((root / "train").rglob("*.jpg"))[0])
     args = ["fit", *tiny_run_args(root, tmp_path / "runs", "--trainer.max_epochs", "1", resolution=32)]
-    expect_one_sentence(classification.main, args, rf"image file '{damaged}' could not be read", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, rf"image file '{damaged}' could not be read", capsys)
 
 
 def test_a_run_folder_under_a_regular_file_is_refused(
@@ -72,9 +73,9 @@ def test_a_run_folder_under_a_regular_file_is_refused(
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file where a folder is expected")
     args = ["fit", *tiny_run_args(tiny_imagenet, blocker / "runs")]
-    expect_one_sentence(classification.main, args, rf"--trainer.default_root_dir\) '{blocker}/runs' lies under", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, rf"--trainer.default_root_dir\) '{blocker}/runs' lies under", capsys)
     args = ["fit", *tiny_run_args(tiny_imagenet, blocker)]
-    expect_one_sentence(classification.main, args, rf"'{blocker}' is a file", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, rf"'{blocker}' is a file", capsys)
     assert blocker.read_text() == "a file where a folder is expected"
 
 
@@ -88,4 +89,4 @@ def test_an_unwritable_run_folder_is_refused(
         access = os.access
         monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != runs and access(path, mode, **kw))
     args = ["fit", *tiny_run_args(tiny_imagenet, runs)]
-    expect_one_sentence(classification.main, args, rf"'{runs}' is not writable", capsys)
+    expect_one_sentence(CLASSIFICATION.main, args, rf"'{runs}' is not writable", capsys)

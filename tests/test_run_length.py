@@ -1,4 +1,8 @@
-"""A run's length follows what the user asked for, the schedule spans it, and its end is validated."""
+"""A run's length follows what the user asked for, the schedule spans it, and its end is validated.
+
+max_steps / max_epochs / max_time and the default length are checked on every task in
+``tests/test_task_contract.py``; here, the validation plan and the schedule.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from unittest.mock import patch
 import pytest
 import torch
 
-from tasks import classification
 from tasks.callbacks import ValidationPlan
+from tasks.classification.task import TASK as CLASSIFICATION
 from tasks.optim import warmup_cosine
 from tests.probes import checkpoint_step, read_metrics, tiny_run_args
 
@@ -37,37 +41,12 @@ def _last_step(runs: Path) -> int:
 
 def test_max_steps_is_not_capped_and_its_last_step_is_validated(tiny_imagenet: Path, tmp_path: Path) -> None:
     # 25 steps = 8 1/3 epochs: the run must end mid-epoch at step 25, validated there.
-    classification.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path, "--trainer.max_steps", "25")])
+    CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path, "--trainer.max_steps", "25")])
     assert _last_step(tmp_path) == 25
     steps = _validated_steps(tmp_path)
     assert steps[-1] == 25 and read_metrics(tmp_path)["global_step"] == 25
     # About 10 validations per run, never more often than once per epoch (max(3, ceil(25/10)) = 3).
     assert steps == [3, 6, 9, 12, 15, 18, 21, 24, 25]
-
-
-def test_default_length_is_counted_in_steps(tiny_imagenet: Path, tmp_path: Path) -> None:
-    """No max_steps / max_epochs / max_time given: the task's default length, in optimizer steps."""
-    from tasks.cli import main
-
-    main(
-        classification.ClassificationModule,
-        __import__("datasets.imagenet", fromlist=["ImageFolderDataModule"]).ImageFolderDataModule,
-        task="classification",
-        monitor="top1",
-        default_steps=7,
-        links=classification.CLASS_LINKS,
-        args=["fit", *tiny_run_args(tiny_imagenet, tmp_path)],
-    )
-    assert _last_step(tmp_path) == 7 and _validated_steps(tmp_path)[-1] == 7
-
-
-def test_max_time_alone_runs_and_ends_validated(tiny_imagenet: Path, tmp_path: Path) -> None:
-    """max_time with max_epochs -1 (unbounded): no overflow, last.ckpt at the final step, validated."""
-    args = tiny_run_args(tiny_imagenet, tmp_path, "--trainer.max_time", "00:00:00:06", "--trainer.max_epochs", "-1")
-    classification.main(["fit", *args])
-    final = _last_step(tmp_path)
-    # How often it validates depends on this machine's pace: test_time_budget_plans_validation_by_pace.
-    assert final > 0 and _validated_steps(tmp_path)[-1] == final
 
 
 def test_time_budget_plans_validation_by_pace() -> None:
@@ -95,18 +74,10 @@ def test_warmup_is_counted_from_the_real_steps_per_epoch(tiny_imagenet: Path, tm
     """--trainer.max_epochs -1 with max_steps: the warm-up is one epoch (3 steps), not the whole run."""
     extra = ["--trainer.max_epochs", "-1", "--trainer.max_steps", "12", "--model.warmup_epochs", "1"]
     extra += ["--model.optimizer", "SGD", "--model.optimizer.lr", "1.0"]
-    classification.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)])
+    CLASSIFICATION.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path, *extra)])
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     # After 12 steps of warm-up 3 + cosine over 9: lr = 0.5 (1 + cos(pi * 9/9)) = 0 at the end.
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_the_default_seed_makes_runs_reproducible(tiny_imagenet: Path, tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        classification.main(["fit", *tiny_run_args(tiny_imagenet, tmp_path / name, "--trainer.max_steps", "3")])
-    a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_time_budget_anneals_the_cosine() -> None:

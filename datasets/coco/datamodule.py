@@ -58,7 +58,7 @@ class CocoDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 300,
+        resolution: int = 224,
         batch_size: int = 16,
         num_workers: int = 2,
         predict_dir: str | None = None,

@@ -210,6 +210,9 @@ def detection_transform(resolution: int, policy: AugmentPolicy = "ssd") -> A.Com
     return A.Compose(
         steps,
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_width=1, min_height=1, clip=True),
+        # Seeded from torch (--seed_everything): albumentations' default seed is drawn from the OS,
+        # so with --data.num_workers 0 (where worker_init never runs) two runs of one seed differed.
+        seed=augmentation_seed(),
     )
 
 
@@ -223,6 +226,13 @@ def finalize_boxes(boxes: np.ndarray, labels: np.ndarray, height: int, width: in
     return torch.from_numpy(boxes[keep].copy()), torch.from_numpy(labels[keep].copy())
 
 
+def augmentation_seed() -> int:
+    """This process's augmentation seed: torch's (set by ``--seed_everything``; per worker in a
+    DataLoader worker), offset by the DDP rank so that ranks draw different augmentations."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    return (torch.initial_seed() + 1_000_003 * rank) % 2**32
+
+
 def worker_init(worker_id: int) -> None:
     """Give each DataLoader worker (and each DDP rank) its own augmentation stream.
 
@@ -234,8 +244,7 @@ def worker_init(worker_id: int) -> None:
     module is imported (below the imports), and forked workers inherit it.
     """
     info = get_worker_info()
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
-    seed = (torch.initial_seed() + 1_000_003 * rank) % 2**32
+    seed = augmentation_seed()
     random.seed(seed)
     np.random.seed(seed)
     dataset = info.dataset if info is not None else None

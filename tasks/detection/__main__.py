@@ -1,10 +1,6 @@
-"""``python -m tasks.detection fit|validate|test|predict``: see ``tasks.detection.module``."""
+"""``python -m tasks.detection fit|validate|test|predict``: the task declared in ``task.py``."""
 
-from __future__ import annotations
+from tasks.detection.task import TASK
 
 if __name__ == "__main__":
-    # Import through the package (not this __main__ file) so that classes are named
-    # tasks.detection.module.* in saved configs and checkpoints.
-    from tasks.detection.module import main
-
-    main()
+    TASK.main()

@@ -156,7 +156,6 @@ class DetectionModule(TaskModule):
         lr_decay_start: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("resolution", 300)
         kwargs["lr_decay_start"] = lr_decay_start
         freeze_bn = freeze_bn if freeze_bn is not None else backbone_weights is not None
         super().__init__(optimizer=optimizer, **kwargs)
@@ -340,32 +339,3 @@ class DetectionModule(TaskModule):
                  "detections": detections}
             )  # fmt: skip
         return records
-
-
-def main(args: list[str] | None = None, callbacks: Sequence[Any] = ()) -> None:
-    """Entry point of ``python -m tasks.detection``; ``callbacks`` are added to the task's own
-    (the benchmark's clock)."""
-    from datasets.coco import CocoDataModule
-    from tasks.classification import CLASS_LINKS
-    from tasks.cli import main as cli_main
-    from tasks.detection.writer import DetectionWriter
-
-    cli_main(
-        DetectionModule,
-        CocoDataModule,
-        task="detection",
-        monitor="mAP",
-        resolution=300,
-        default_steps=300,  # 20 epochs of the 240-image demo at batch 16
-        links=CLASS_LINKS,
-        callbacks=[DetectionWriter(), *callbacks],
-        args=args,
-    )
-
-
-if __name__ == "__main__":
-    # Re-enter through the package so that classes are named tasks.detection.module.*, not
-    # __main__.*, in saved configs and checkpoints.
-    from tasks.detection.module import main as package_main
-
-    package_main()

@@ -1,10 +1,6 @@
-"""``python -m tasks.face_attributes fit|validate|test|predict``: see ``tasks.face_attributes.module``."""
+"""``python -m tasks.face_attributes fit|validate|test|predict``: the task declared in ``task.py``."""
 
-from __future__ import annotations
+from tasks.face_attributes.task import TASK
 
 if __name__ == "__main__":
-    # Import through the package (not this __main__ file) so that classes are named
-    # tasks.face_attributes.module.* in saved configs and checkpoints.
-    from tasks.face_attributes.module import main
-
-    main()
+    TASK.main()

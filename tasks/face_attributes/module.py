@@ -90,7 +90,6 @@ class FaceAttributesModule(TaskModule):
         backbone_weights: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("resolution", 128)
         super().__init__(**kwargs)
         if not attribute_names:
             raise BadInputError("The face-attributes model needs attribute_names (the data module supplies them).")
@@ -220,28 +219,3 @@ class FaceAttributesModule(TaskModule):
             names, indices = [i["name"] for i in infos], [i["index"] for i in infos]
         probs = torch.sigmoid(self(images).float()).cpu().numpy()
         return [{"name": n, "index": i, "probs": p} for n, i, p in zip(names, indices, probs, strict=True)]
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.face_attributes``."""
-    from datasets.celeba import CelebADataModule
-    from tasks.cli import main as cli_main
-    from tasks.face_attributes.writer import AttributesWriter
-
-    cli_main(
-        FaceAttributesModule,
-        CelebADataModule,
-        task="face_attributes",
-        monitor="mean_ap",
-        resolution=128,
-        max_epochs=15,
-        links=ATTRIBUTE_LINKS,
-        callbacks=[AttributesWriter()],
-        args=args,
-    )
-
-
-if __name__ == "__main__":
-    from tasks.face_attributes.module import main as package_main
-
-    package_main()

@@ -92,7 +92,6 @@ class FaceEmbeddingModule(TaskModule):
         optimizer: OptimizerCallable = adamw_1e2,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("resolution", 128)
         super().__init__(optimizer=optimizer, **kwargs)
         self.model = FaceEmbedder(self.hparams.width, embedding_size, dropout=dropout, activation=activation)
         if backbone_weights:
@@ -253,21 +252,3 @@ def write_roc_png(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.face_embedding`` (training, evaluation, predict)."""
-    from datasets.face_identities import FaceDataModule
-    from tasks.cli import main as cli_main
-    from tasks.face_embedding.writer import EmbeddingWriter
-
-    cli_main(
-        FaceEmbeddingModule,
-        FaceDataModule,
-        task="face_embedding",
-        monitor=MONITOR,
-        resolution=128,
-        default_steps=540,  # 20 epochs of the demo's 1728 training faces at batch 64
-        callbacks=[EmbeddingWriter()],
-        args=args,
-    )

@@ -223,21 +223,3 @@ class GeolocationModule(TaskModule):
                 infos, locations, top.indices.cpu().tolist(), top.values.cpu().tolist(), strict=True
             )
         ]
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.geolocation`` (fit|validate|test|predict)."""
-    from datasets.geo_photos import GeoPhotosDataModule
-    from tasks.cli import main as cli_main
-    from tasks.geolocation.writer import GeolocationWriter
-
-    cli_main(
-        GeolocationModule,
-        GeoPhotosDataModule,
-        task="geolocation",
-        monitor="acc_750km",
-        default_steps=1000,  # 20 epochs of the 1620-photo demo at batch 32
-        links=(("data.num_cells", "model.num_cells"), ("data.coarse_num_cells", "model.coarse_num_cells")),
-        callbacks=[GeolocationWriter()],
-        args=args,
-    )

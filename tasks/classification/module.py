@@ -1,9 +1,4 @@
-"""ImageNet-style classification: pretraining the MobileNetV1 backbone (Tables 4-9).
-
-    python -m tasks.classification fit --backbone 0.5 --resolution 128      # built-in demo
-    python -m tasks.classification fit --config configs/classification/imagenet.yaml \
-        --data.root /data/imagenet                                          # the paper's recipe
-    python -m tasks.classification test --ckpt_path runs/classification/checkpoints/last.ckpt
+"""The classification LightningModule (``tasks.classification`` and ``tasks.fine_grained``).
 
 Logs ``top1`` and ``top5`` (the README's metric names). The code defaults are a recipe that works on a small
 custom set (AdamW, warm-up + cosine); the paper's ImageNet recipe (RMSprop,
@@ -17,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from backbone.mobilenet import Activation, MobileNetV1
@@ -75,6 +71,9 @@ class ClassificationModule(TaskModule):
                 "top5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
             }
         )
+        # Batch means weighted by their image counts and summed over every rank: the whole eval
+        # set's mean loss under DDP (Lightning's sync_dist averaged the ranks' means).
+        self.eval_loss = MeanMetric()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -91,7 +90,8 @@ class ClassificationModule(TaskModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor]) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.eval_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("loss", self.eval_loss)
         for name, metric in self.metrics.items():
             metric.update(logits, labels)
             # torchmetrics sums correct/total over every rank before dividing: an exact
@@ -106,27 +106,3 @@ class ClassificationModule(TaskModule):
 
     def predict_records(self, batch: tuple[Tensor, Any]) -> list[Tensor]:
         return list(self(batch[0]).softmax(1).cpu())
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.classification``."""
-    from datasets.imagenet import ImageFolderDataModule
-    from tasks.cli import main as cli_main
-
-    cli_main(
-        ClassificationModule,
-        ImageFolderDataModule,
-        task="classification",
-        monitor="top1",
-        default_steps=400,  # 20 epochs of the 640-image demo at batch 32
-        links=CLASS_LINKS,
-        args=args,
-    )
-
-
-if __name__ == "__main__":
-    # Re-enter through the package so that classes are named tasks.classification.*, not __main__.*,
-    # in saved configs and checkpoints.
-    from tasks.classification import main as package_main
-
-    package_main()
