@@ -66,16 +66,6 @@ class TaskModule(LightningModule):
     not_saved: ClassVar[tuple[str, ...]] = ("optimizer", "lr_scheduler", "backbone_weights")
     # Old parameter-name prefix -> new, for checkpoints written before a rename.
     renamed_prefixes: ClassVar[Mapping[str, str]] = {}
-    # Options decided from other options when the command line is parsed, as jsonargparse links
-    # ``(sources, target, compute_fn)`` that ``tasks.cli`` adds: what one object needs from
-    # another's arguments is settled before either is built, never by one rewriting the other.
-    parse_links: ClassVar[tuple[tuple[tuple[str, ...], str, Callable[..., Any]], ...]] = ()
-
-    @classmethod
-    def checkpoint_monitor(cls, data: Mapping[str, Any]) -> str | None:
-        """The metric that picks the best checkpoint for the data options ``data`` when it cannot
-        be the task's main one (e.g. a set without the main metric's pairs); None keeps the main."""
-        return None
 
     def __init__(
         self,

@@ -113,7 +113,7 @@ class TaskCLI(LightningCLI):
         parser.link_arguments("resolution", "data.resolution")
         for source, target in self.spec.links:
             parser.link_arguments(source, target, apply_on="instantiate")
-        for sources, target, compute in getattr(self.model_class, "parse_links", ()):
+        for sources, target, compute in self.spec.parse_links:
             parser.link_arguments(sources, target, compute_fn=compute, apply_on="parse")
         parser.add_lightning_class_args(TaskCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -147,8 +147,8 @@ class TaskCLI(LightningCLI):
         config = self.config[subcommand]
         check_width(config["backbone"])
         check_resolution(config["resolution"])
-        monitor = getattr(self.model_class, "checkpoint_monitor", lambda data: None)(config["data"])
-        if monitor and config.get("checkpoint") is not None and config["checkpoint"]["monitor"] == self.monitor:
+        monitor = self.spec.monitor_for(config["data"]) if self.spec.monitor_for else None
+        if monitor and config.get("checkpoint") is not None and config["checkpoint"]["monitor"] == self.spec.monitor:
             config["checkpoint"]["monitor"] = monitor  # decided before any callback state is restored
         folder = self._run_root(config) / "checkpoints"
         ckpt_path = resolve_ckpt_path(config.get("ckpt_path"), folder)

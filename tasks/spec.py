@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from pytorch_lightning import Callback, LightningDataModule, LightningModule
 
@@ -51,6 +51,12 @@ class TaskSpec:
             as its prediction writer; called once per run.
         commands: subcommands that are not Lightning's (``partition``, ``index``): name -> a
             function of the remaining arguments.
+        parse_links: options decided from other options when the command line is parsed, as
+            jsonargparse links ``(sources, target, compute_fn)``: what one object needs from
+            another's arguments is settled before either is built, never by one rewriting the
+            other (face attributes: the data's view size from the student's and the teacher's).
+        monitor_for: the metric that picks the best checkpoint for the parsed data options, when
+            it cannot be ``monitor`` (face embeddings without LFW); None keeps ``monitor``.
     """
 
     name: str
@@ -63,6 +69,8 @@ class TaskSpec:
     links: tuple[tuple[str, str], ...] = ()
     callbacks: tuple[Callable[[], Callback], ...] = ()
     commands: Mapping[str, Callable[[list[str]], None]] = field(default_factory=dict)
+    parse_links: tuple[tuple[tuple[str, ...], str, Callable[..., Any]], ...] = ()
+    monitor_for: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.default_steps < 1:
@@ -71,6 +79,7 @@ class TaskSpec:
         object.__setattr__(self, "commands", MappingProxyType(dict(self.commands)))
         object.__setattr__(self, "links", tuple(tuple(link) for link in self.links))
         object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        object.__setattr__(self, "parse_links", tuple(self.parse_links))
 
     def main(self, args: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> None:
         """``python -m tasks.<name> ...`` (``args`` None reads ``sys.argv``); ``callbacks`` are

@@ -75,9 +75,6 @@ class FaceAttributesModule(TaskModule):
     """
 
     not_saved = (*TaskModule.not_saved, "teacher")
-    # Decided when the arguments are parsed (tasks.cli applies it as a jsonargparse link), so the
-    # data module is built with the views it will produce and the model never rewrites it.
-    parse_links = ((("resolution", "model.teacher"), "data.view_resolution", view_resolution),)
 
     def __init__(
         self,

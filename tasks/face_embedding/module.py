@@ -44,6 +44,11 @@ TASK = "face_embedding"
 MONITOR, FALLBACK_MONITOR = "lfw_accuracy", "tar_at_far_1e-4"
 
 
+def checkpoint_monitor(data: Mapping[str, Any]) -> str | None:
+    """Without LFW the best checkpoint is picked by the held-out TAR (decided at parse time)."""
+    return None if validates_on_lfw(data.get("root"), data.get("lfw_root")) else FALLBACK_MONITOR
+
+
 def adamw_1e2(params: Iterable[Any]) -> Optimizer:
     """AdamW, lr 1e-2: the default for a short from-scratch triplet run on a small set.
 
@@ -72,11 +77,6 @@ class FaceEmbeddingModule(TaskModule):
     """
 
     not_saved = (*TaskModule.not_saved, "teacher", "roc_curve")
-
-    @classmethod
-    def checkpoint_monitor(cls, data: Mapping[str, Any]) -> str | None:
-        """Without LFW the best checkpoint is picked by the held-out TAR (decided at parse time)."""
-        return None if validates_on_lfw(data.get("root"), data.get("lfw_root")) else FALLBACK_MONITOR
 
     def __init__(
         self,
