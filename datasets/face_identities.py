@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution, Share, int_range
 from datasets.base import TaskDataModule
 from datasets.demo.faces import ensure_demo_faces
 from datasets.images import image_files, read_rgb
@@ -33,6 +34,8 @@ from datasets.lfw import read_pairs
 # Which evaluation set an image of the validation split belongs to.
 SOURCE_LFW, SOURCE_HELDOUT = 0, 1
 HELDOUT_SEED = 1503  # the held-out identities are a fixed, seeded choice: the same in every run
+# K of a P x K triplet batch: an identity needs 2 images in a batch to give a positive pair.
+ImagesPerIdentity = int_range(2)
 
 
 def identity_images(root: Path) -> dict[str, list[Path]]:
@@ -246,16 +249,16 @@ class FaceDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 128,
-        batch_size: int = 64,
-        num_workers: int = 2,
+        resolution: Resolution = 128,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 2,
         predict_dir: str | None = None,
         lfw_root: str | None = None,
         heldout_root: str | None = None,
-        heldout_fraction: float = 0.1,
-        images_per_identity: int = 4,
+        heldout_fraction: Share = 0.1,
+        images_per_identity: ImagesPerIdentity = 4,
         teacher_embeddings: str | None = None,
-        min_scale: float = 0.8,
+        min_scale: CropScale = 0.8,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
         if images_per_identity < 2 or batch_size < 2 * images_per_identity or batch_size % images_per_identity:

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backbone.errors import BadInputError
+from backbone.ranges import int_range
 from datasets import s2cells
 
 # PlaNet's full-scale thresholds (Weyand et al. 2016, Sec. 3): configs/geolocation/planet.yaml.
@@ -38,6 +39,7 @@ PLANET_MIN_PHOTOS = 50
 CELL_COLUMNS = ("token", "count", "lat", "lon", "center_lat", "center_lon")
 _CHUNK = 1 << 18  # points per vectorised chunk: a few MB of temporaries
 _PROGRESS_FROM = 2_000_000  # show a progress bar from this many photos on (a few seconds of work)
+S2Level = int_range(0, s2cells.MAX_LEVEL)  # the starting level of a partition: 0 (cube faces) to 30 (leaves)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
+from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Share
 from datasets.base import TaskDataModule
 from datasets.demo.geo import ensure_geo_demo
-from datasets.geo_partition import Partition, build_partition, check_thresholds
+from datasets.geo_partition import Partition, S2Level, build_partition, check_thresholds
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
 
@@ -218,12 +219,12 @@ class GeoPhotosDataModule(TaskDataModule):
         self,
         root: str | None = None,
         cells: str | None = None,
-        max_photos: int | None = None,
-        min_photos: int | None = None,
-        min_level: int = 0,
-        coarse_max_photos: list[int] | None = None,
-        val_share: float = 0.1,
-        min_scale: float = 0.5,
+        max_photos: PositiveInt | None = None,
+        min_photos: NonNegativeInt | None = None,
+        min_level: S2Level = 0,
+        coarse_max_photos: list[PositiveInt] | None = None,
+        val_share: Share = 0.1,
+        min_scale: CropScale = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)

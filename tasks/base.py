@@ -20,7 +20,7 @@ passes it on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pytorch_lightning import LightningModule
@@ -28,6 +28,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
+from backbone.ranges import NonNegativeFloat, Resolution, Share, Width
 from tasks.optim import configure_optimization
 
 
@@ -67,14 +68,14 @@ class TaskModule(LightningModule):
 
     def __init__(
         self,
-        width: float = 1.0,
-        resolution: int = 224,
-        weight_decay: float = 4e-5,
+        width: Width = 1.0,
+        resolution: Resolution = 224,
+        weight_decay: NonNegativeFloat = 4e-5,
         optimizer: OptimizerCallable = adamw,
         lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        warmup_epochs: float = 1.0,
-        lr_decay_start: float = 0.0,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        warmup_epochs: NonNegativeFloat = 1.0,
+        lr_decay_start: Share = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= lr_decay_start < 1.0:

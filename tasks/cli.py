@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
@@ -29,12 +29,23 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
+from backbone.ranges import Resolution, Width, option_sentence, refuse
 from tasks.callbacks import MetricsJSON, ValidationPlan
 from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
 from tasks.outputs import ensure_folder
 
 DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
 DEFAULT_SEED = 0
+
+
+class TaskArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, with an out-of-range option refused in one sentence (no usage dump)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        sentence = option_sentence(message)
+        if sentence is None or not self.exit_on_error:
+            super().error(message, ex)
+        refuse(sentence)
 
 
 class TaskCLI(LightningCLI):
@@ -95,12 +106,18 @@ class TaskCLI(LightningCLI):
             **kwargs,
         )
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # An option outside its declared range (backbone.ranges) ends in one sentence at parse time.
+        if self.parser_class is LightningArgumentParser:
+            self.parser_class = TaskArgumentParser
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
-            "--backbone", type=float, default=DEFAULT_WIDTH, help="MobileNet width multiplier alpha, in (0, 1]."
+            "--backbone", type=Width, default=DEFAULT_WIDTH, help="MobileNet width multiplier alpha, in (0, 1]."
         )
         parser.add_argument(
-            "--resolution", type=int, default=self.default_resolution, help="Input size in pixels (square)."
+            "--resolution", type=Resolution, default=self.default_resolution, help="Input size in pixels (square)."
         )
         parser.link_arguments("backbone", "model.width")
         parser.link_arguments("resolution", "model.resolution")

@@ -29,13 +29,14 @@ from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
+from backbone.ranges import NonNegativeFloat, PositiveInt, Share
 from backbone.weights import load_backbone_weights
 from datasets.face_identities import SOURCE_HELDOUT, SOURCE_LFW, FaceImages, batch_teacher
 from tasks import checkpoints
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.distributed import broadcast_from_zero, gather_objects
-from tasks.face_embedding.losses import TRIPLET_MARGIN, distillation_loss, triplet_semihard_loss
+from tasks.face_embedding.losses import TRIPLET_MARGIN, TripletMargin, distillation_loss, triplet_semihard_loss
 from tasks.face_embedding.metrics import lfw_metrics, tar_at_far
 from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
 from tasks.outputs import atomic_path
@@ -74,13 +75,13 @@ class FaceEmbeddingModule(TaskModule):
 
     def __init__(
         self,
-        embedding_size: int = EMBEDDING_SIZE,
-        margin: float = TRIPLET_MARGIN,
-        dropout: float = 0.0,
+        embedding_size: PositiveInt = EMBEDDING_SIZE,
+        margin: TripletMargin = TRIPLET_MARGIN,
+        dropout: Share = 0.0,
         activation: Activation = "relu6",
         teacher: str | None = None,
-        triplet_weight: float = 1.0,
-        distillation_weight: float = 1.0,
+        triplet_weight: NonNegativeFloat = 1.0,
+        distillation_weight: NonNegativeFloat = 1.0,
         backbone_weights: str | None = None,
         roc_curve: bool = False,
         optimizer: OptimizerCallable = adamw_1e2,
