@@ -9,8 +9,10 @@ or a silently mis-parsed row. The BOM Excel and Notepad write is dropped (``utf-
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +21,80 @@ from backbone.errors import BadInputError
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+def _decode(data: bytes, path: Path, kind: str, expected: str, first_line: int = 1) -> str:
+    """``data`` (lines of ``path`` from ``first_line`` on) as text, or one sentence naming the line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = first_line + data.count(b"\n", 0, error.start)
+        raise BadInputError(
+            f"The {kind} {str(path)!r} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); "
+            f"expected {expected}, saved as UTF-8."
+        ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = first_line + text.count("\n", 0, nul)
+        raise BadInputError(
+            f"The {kind} {str(path)!r} holds a NUL byte on line {line}, so it is not a text file; expected {expected}."
+        )
+    return text
+
+
+def _existing_file(path: str | os.PathLike[str], kind: str, expected: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise BadInputError(f"The {kind} {str(path)!r} {what}; expected {expected} there.")
+    return path
+
+
 def read_text(path: str | os.PathLike[str], kind: str, expected: str) -> str:
     """The text of ``path`` (a ``kind`` such as "attribute file"), or one sentence saying why not.
 
     ``expected`` says what the file should hold; it ends the sentence of every refusal.
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise BadInputError(f"The {kind} {str(path)!r} {what}; expected {expected} there.")
+    path = _existing_file(path, kind, expected)
     data = path.read_bytes()
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise BadInputError(
-            f"The {kind} {str(path)!r} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); "
-            f"expected {expected}, saved as UTF-8."
-        ) from None
-    if "\x00" in text:
-        raise BadInputError(f"The {kind} {str(path)!r} holds NUL bytes, so it is not a text file; expected {expected}.")
-    return text
+    return _decode(data, path, kind, expected)
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` split at ``\\n``, ``\\r\\n`` or ``\\r``, without line ends.
+
+    Only these: ``str.splitlines`` also splits at form feeds, ``\\x1c``-``\\x1e``, U+0085 and
+    U+2028, which would shift every later line number and cut a field in two.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def read_lines(path: str | os.PathLike[str], kind: str, expected: str) -> list[str]:
-    """``read_text`` split into lines (``\\n``, ``\\r\\n`` or ``\\r``), without line ends."""
-    return read_text(path, kind, expected).splitlines()
+    """``read_text`` split into lines (``split_lines``)."""
+    return split_lines(read_text(path, kind, expected))
+
+
+def read_line_chunks(
+    path: str | os.PathLike[str], kind: str, expected: str, lines_per_chunk: int = 1 << 16
+) -> Iterator[tuple[int, list[str]]]:
+    """The lines of ``path`` in chunks, each with the number of its first line: for files too big
+    to hold twice (a 4.7M-photo CSV). The same checks as ``read_text``, chunk by chunk: each
+    chunk's bytes are decoded at once (a chunk ends at a line end, so no character is cut)."""
+    path = _existing_file(path, kind, expected)
+    number = 1
+    with path.open("rb") as handle:
+        while chunk := list(itertools.islice(handle, lines_per_chunk)):
+            data = b"".join(chunk)
+            if number == 1 and data.startswith(UTF8_BOM):
+                data = data[len(UTF8_BOM) :]
+            lines = split_lines(_decode(data, path, kind, expected, number))
+            yield number, lines
+            number += len(lines)
 
 
 def read_json(path: str | os.PathLike[str], kind: str, expected: str) -> Any:
