@@ -47,7 +47,7 @@ def show(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, (int, float)):
-        return repr(value) if isinstance(value, float) and not math.isfinite(value) else f"{value:g}"
+        return repr(value)
     if isinstance(value, str):
         return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "...")
     return f"a {type(value).__name__}"
@@ -172,8 +172,8 @@ class Format:
     def read_lines(self, path: str | os.PathLike[str]) -> list[str]:
         return text.read_lines(path, self.kind, self.layout)
 
-    def read_line_chunks(self, path: str | os.PathLike[str], lines: int = 1 << 16) -> Iterator[tuple[int, list[str]]]:
-        return text.read_line_chunks(path, self.kind, self.layout, lines)
+    def read_blocks(self, path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
+        return text.read_blocks(path, self.kind, self.layout)
 
     def read_json(self, path: str | os.PathLike[str]) -> Any:
         return text.read_json(path, self.kind, self.layout)
@@ -290,12 +290,13 @@ class Format:
     def header(
         self, path: str | os.PathLike[str], names: Sequence[str], required: Sequence[str], line: int = 1
     ) -> dict[str, int]:
-        """The position of each ``required`` column in a header row (names compared as given)."""
+        """The position of each ``required`` column in a header row (names compared as given); a
+        missing or repeated one is named."""
         seen: dict[str, int] = {}
         for index, column in enumerate(names):
-            if column in seen:
+            if column in seen and column in required:  # a repeated column that is not read does no harm
                 raise self.error(path, line, f"the column {column!r} appears twice; expected each column once")
-            seen[column] = index
+            seen.setdefault(column, index)
         for column in required:
             if column not in seen:
                 found = ",".join(names)

@@ -9,7 +9,6 @@ or a silently mis-parsed row. The BOM Excel and Notepad write is dropped (``utf-
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -79,22 +78,42 @@ def read_lines(path: str | os.PathLike[str], kind: str, expected: str) -> list[s
     return split_lines(read_text(path, kind, expected))
 
 
-def read_line_chunks(
-    path: str | os.PathLike[str], kind: str, expected: str, lines_per_chunk: int = 1 << 16
-) -> Iterator[tuple[int, list[str]]]:
-    """The lines of ``path`` in chunks, each with the number of its first line: for files too big
-    to hold twice (a 4.7M-photo CSV). The same checks as ``read_text``, chunk by chunk: each
-    chunk's bytes are decoded at once (a chunk ends at a line end, so no character is cut)."""
+def read_blocks(
+    path: str | os.PathLike[str], kind: str, expected: str, block_bytes: int = 1 << 22
+) -> Iterator[tuple[int, str]]:
+    """The text of ``path`` in blocks of whole lines (about ``block_bytes`` each), each with the
+    number of its first line: for files too big to hold twice (a 4.7M-photo CSV). The same checks
+    as ``read_text``, block by block: a block is cut after a ``\\n``, so no character is cut."""
     path = _existing_file(path, kind, expected)
     number = 1
+    rest = b""
     with path.open("rb") as handle:
-        while chunk := list(itertools.islice(handle, lines_per_chunk)):
-            data = b"".join(chunk)
-            if number == 1 and data.startswith(UTF8_BOM):
+        while True:
+            data = handle.read(block_bytes)
+            if number == 1 and not rest and data.startswith(UTF8_BOM):
                 data = data[len(UTF8_BOM) :]
-            lines = split_lines(_decode(data, path, kind, expected, number))
-            yield number, lines
-            number += len(lines)
+            if not data:
+                block, rest = rest, b""
+            else:
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # no line end yet: read on
+                    rest = data
+                    continue
+                block, rest = data[:cut], data[cut:]
+            if not block:
+                return
+            text = _decode(block, path, kind, expected, number)
+            yield number, text
+            number += text.count("\n") + (0 if text.endswith("\n") else 1)
+
+
+def read_line_chunks(
+    path: str | os.PathLike[str], kind: str, expected: str, block_bytes: int = 1 << 22
+) -> Iterator[tuple[int, list[str]]]:
+    """``read_blocks`` split into lines (``split_lines``), each chunk with its first line's number."""
+    for number, text in read_blocks(path, kind, expected, block_bytes):
+        yield number, split_lines(text)
 
 
 def read_json(path: str | os.PathLike[str], kind: str, expected: str) -> Any:
