@@ -164,6 +164,7 @@ def number_range(
             "high": high,
             "low_open": low_open,
             "high_open": high_open,
+            "also": also,
         },
     )
     register_type(range_type, serializer=_identity, deserializer=range_type, type_check=_never)

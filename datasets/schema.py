@@ -35,11 +35,11 @@ from backbone.ranges import span
 from datasets import text
 
 FORMATS: dict[str, Format] = {}
-_SHOWN = 60  # characters of a found value quoted in a sentence
+_SHOWN = 160  # characters of a found value quoted in a sentence (the middle of a longer one is cut)
 
 
 def show(value: Any) -> str:
-    """A found value as a sentence quotes it: numbers bare, text quoted and cut to 60 characters."""
+    """A found value as a sentence quotes it: numbers bare, text quoted (a long one cut in the middle)."""
     if isinstance(value, (np.generic,)):
         value = value.item()
     if isinstance(value, bytes):
@@ -49,7 +49,7 @@ def show(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "...")
+        return repr(value if len(value) <= _SHOWN else value[: _SHOWN // 2 - 3] + "..." + value[-_SHOWN // 2 :])
     return f"a {type(value).__name__}"
 
 
@@ -59,8 +59,9 @@ class Field:
 
     Args:
         name: as the file names it (a column, a key) or as the format's description does.
-        type: ``int``, ``float`` or ``str``; numbers must be finite.
-        low, high, low_open, high_open: the range of a number (None: unbounded).
+        type: ``int``, ``float`` or ``str`` (``dict``/``list`` for JSON); numbers must be finite.
+        low, high, low_open, high_open: the range of a number (None: unbounded); ``also``: single
+            numbers accepted outside it.
         choices: the only values allowed (compared after parsing).
         pattern: a regular expression a text value must match in full; ``pattern_words`` says it.
         unique: each value at most once in the file.
@@ -74,6 +75,7 @@ class Field:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    also: tuple[float, ...] = ()
     choices: tuple[Any, ...] = ()
     pattern: str | None = None
     pattern_words: str = ""
@@ -91,6 +93,7 @@ class Field:
             range_type.high,  # type: ignore[attr-defined]
             range_type.low_open,  # type: ignore[attr-defined]
             range_type.high_open,  # type: ignore[attr-defined]
+            range_type.also,  # type: ignore[attr-defined]
             **kwargs,
         )
 
@@ -102,22 +105,28 @@ class Field:
         if self.choices:
             shown = [show(c) if isinstance(c, str) else str(c) for c in self.choices]
             return ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else shown[0]
-        noun = self.noun or {int: "an integer", float: "a number", str: "a text"}[self.type]
+        noun = self.noun or {int: "an integer", float: "a number", str: "a text"}.get(self.type, "a value")
         if self.type is str:
             return noun + (f" ({self.pattern_words})" if self.pattern_words else "")
         limits = span(self.low, self.high, self.low_open, self.high_open)
+        limits += "".join(f" or {v:g}" for v in self.also)
         return noun + limits if limits or self.type is int else f"a finite {noun.split(' ', 1)[-1]}"
 
     def accepts(self, value: Any) -> bool:
         """Whether one parsed value is valid (type, range, choices, pattern)."""
         if self.type is str:
-            return isinstance(value, str) and (self.pattern is None or re.fullmatch(self.pattern, value) is not None)
+            ok = isinstance(value, str) and (self.pattern is None or re.fullmatch(self.pattern, value) is not None)
+            return ok and (not self.choices or value in self.choices)
+        if self.type in (dict, list):
+            return isinstance(value, self.type)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             return False
         if not math.isfinite(value) or (self.type is int and not float(value).is_integer()):
             return False
         if self.choices:
             return value in self.choices
+        if value in self.also:
+            return True
         low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
         return low_ok and (self.high is None or (value < self.high if self.high_open else value <= self.high))
 
@@ -131,12 +140,13 @@ class Field:
             ok &= np.floor(values) == values
         if self.choices:
             return ok & np.isin(values, np.asarray(self.choices))
+        inside = np.ones(values.shape, dtype=bool)
         with np.errstate(invalid="ignore"):
             if self.low is not None:
-                ok &= values > self.low if self.low_open else values >= self.low
+                inside &= values > self.low if self.low_open else values >= self.low
             if self.high is not None:
-                ok &= values < self.high if self.high_open else values <= self.high
-        return ok
+                inside &= values < self.high if self.high_open else values <= self.high
+        return ok & (inside | np.isin(values, np.asarray(self.also, dtype=np.float64)))
 
 
 # Where a record is in a file, for messages: a line number, or any text (``key faces[3]``).
