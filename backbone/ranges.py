@@ -165,6 +165,7 @@ def number_range(
             "low_open": low_open,
             "high_open": high_open,
             "also": also,
+            "check": check,
         },
     )
     register_type(range_type, serializer=_identity, deserializer=range_type, type_check=_never)

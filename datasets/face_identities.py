@@ -224,9 +224,9 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         return {"embeddings": np.load(path, allow_pickle=False)}
     except BadInputError:
         raise
-    except ValueError as error:  # numpy: pickled data or object arrays, refused without allow_pickle
-        detail = "Python objects, not plain arrays" if "pickle" in str(error) else f"no array numpy reads ({error})"
-        raise fmt.error(path, None, f"it holds {detail}; expected {fmt.layout}") from None
+    except ValueError as error:  # numpy falls back to unpickling (never allowed here) for what is not an array
+        detail = "reading it would mean unpickling it" if "pickle" in str(error) else str(error)
+        raise fmt.error(path, None, f"it is not a NumPy array file ({detail}); expected {fmt.layout}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise fmt.error(path, None, f"it is not a NumPy .npy/.npz file ({error}); expected {fmt.layout}") from None
 

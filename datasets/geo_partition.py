@@ -140,7 +140,7 @@ class Partition:
                 numbers[later],
                 "token",
                 tokens[later],
-                f"a cell disjoint from the others; it overlaps {tokens[earlier]!r} of line {numbers[earlier]}",
+                f"a cell disjoint from the others; it overlaps {str(tokens[earlier])!r} of line {numbers[earlier]}",
             )
         coordinates = np.stack(numbers_, axis=1)[order]
         return cls(ids, counts[order].astype(np.int64), coordinates[:, 0:2], coordinates[:, 2:4])
