@@ -30,6 +30,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
 from backbone.ranges import Resolution, Width, option_sentence, refuse
+from datasets.text import read_text
 from tasks.callbacks import MetricsJSON, ValidationPlan
 from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
 from tasks.outputs import ensure_folder
@@ -147,8 +148,10 @@ class TaskCLI(LightningCLI):
 
         ``last``/``best`` are resolved in the run's checkpoint folder (refused, naming the folder,
         when there is none: Lightning would go on with random weights); a file that is not a
-        checkpoint, or holds another task or size, is refused in one sentence.
+        checkpoint, or holds another task or size, is refused in one sentence. A ``--config`` file is
+        read through the project's text reader first (UTF-8, with or without BOM, else one sentence).
         """
+        check_config_files(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
@@ -196,6 +199,21 @@ class TaskCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+
+def check_config_files(args: ArgsType) -> None:
+    """Each ``--config``/``-c`` file among ``args`` is UTF-8 text (jsonargparse reads it as such, and
+    a file saved in another encoding ended in a ``UnicodeDecodeError`` traceback)."""
+    if not isinstance(args, (list, tuple)):
+        return
+    for index, token in enumerate(args):
+        value = None
+        if token in ("-c", "--config") and index + 1 < len(args):
+            value = args[index + 1]
+        elif isinstance(token, str) and token.startswith("--config="):
+            value = token.split("=", 1)[1]
+        if isinstance(value, str) and Path(value).expanduser().is_file():
+            read_text(Path(value).expanduser(), "config file (--config)", "a YAML config of the task's options")
 
 
 def _one_sentence(error: BaseException) -> str:

@@ -690,6 +690,31 @@ def test_a_task_option_outside_its_range_is_one_sentence_before_any_work(
     assert not runs.exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            "data:\n  root: /data/café\n".encode("latin-1"),
+            r"config file \(--config\) '.*' is not UTF-8 text \(byte 0xe9 on",
+        ),
+        (BOM + b"data:\n  batch_size: 0\n", r"^error: --data.batch_size is 0; expected an integer >= 1\.$"),
+    ],
+    ids=["latin1", "bom_out_of_range"],
+)
+def test_a_config_file_is_read_as_utf8_and_its_values_ranged(
+    content: bytes, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.geolocation.module import main
+
+    config = tmp_path / "run.yaml"
+    config.write_bytes(content)
+    runs = tmp_path / "runs"
+    expect_one_sentence(
+        main, ["fit", "--config", str(config), "--trainer.default_root_dir", str(runs)], expected, capsys
+    )
+    assert not runs.exists()
+
+
 # --- ranges that depend on the data ------------------------------------------------------------
 def write_geo_set(root: Path, lat: np.ndarray, lon: np.ndarray) -> Path:
     root.mkdir(parents=True, exist_ok=True)
