@@ -29,7 +29,7 @@ from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
 from backbone.ranges import NonNegativeFloat, Resolution, Share, Width
-from tasks.optim import configure_optimization
+from tasks.optim import check_optimization, configure_optimization
 
 
 def adamw(params: Iterable[Any]) -> Optimizer:
@@ -84,6 +84,7 @@ class TaskModule(LightningModule):
         self.save_hyperparameters(ignore=list(self.not_saved))
         self.optimizer_factory: Callable[..., Optimizer] = optimizer
         self.scheduler_factory = lr_scheduler
+        check_optimization(optimizer, lr_scheduler)  # their own option checks, before any data is read
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -715,6 +715,23 @@ def test_a_config_file_is_read_as_utf8_and_its_values_ranged(
     assert not runs.exists()
 
 
+def test_optimizer_and_scheduler_options_are_checked_when_the_module_is_made() -> None:
+    """An injected optimizer's own checks (torch refuses a negative lr) as one sentence, before any data."""
+    from functools import partial
+
+    import torch
+
+    from tasks.optim import check_optimization
+
+    with pytest.raises(BadInputError, match=r"^--model.optimizer refuses its options: Invalid learning rate: -1.0\.$"):
+        check_optimization(partial(torch.optim.AdamW, lr=-1.0), None)
+    with pytest.raises(BadInputError, match=r"^--model.lr_scheduler refuses its options: Factor should be < 1\.0\.$"):
+        check_optimization(
+            partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.ReduceLROnPlateau, factor=2.0)
+        )
+    check_optimization(partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.StepLR, step_size=3))
+
+
 # --- ranges that depend on the data ------------------------------------------------------------
 def write_geo_set(root: Path, lat: np.ndarray, lon: np.ndarray) -> Path:
     root.mkdir(parents=True, exist_ok=True)
