@@ -370,6 +370,21 @@ def test_a_damaged_teacher_embeddings_file_is_named(case: str, tmp_path: Path) -
         read_teacher_embeddings(path, [tmp_path / k for k in EMBEDDING_KEYS], tmp_path)
 
 
+def test_teacher_embeddings_of_another_size_are_refused_before_training() -> None:
+    """The rows of the teacher file against --model.embedding_size, when fit sets up (not at the first step)."""
+    from types import SimpleNamespace
+
+    from tasks.face_embedding.module import FaceEmbeddingModule
+
+    module = FaceEmbeddingModule(embedding_size=8, width=0.25, resolution=32)
+    train = SimpleNamespace(teacher=np.zeros((5, 4), np.float32))
+    data = SimpleNamespace(dataset=lambda split: train, teacher_embeddings="t/embeddings.npy")
+    with pytest.raises(BadInputError, match=r"'t/embeddings.npy' holds 4-d rows; expected 8-d ones"):
+        module._check_teacher(data)
+    train.teacher = np.zeros((5, 8), np.float32)
+    module._check_teacher(data)
+
+
 def test_valid_teacher_embeddings_are_read_in_image_order(tmp_path: Path) -> None:
     from datasets.face_identities import read_teacher_embeddings
 

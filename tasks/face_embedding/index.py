@@ -161,7 +161,8 @@ class FaceIndex:
         path = Path(path)
         side = sidecar(path)
         if not path.is_file():
-            raise BadInputError(f"The face index {str(path)!r} does not exist; make one with 'index build'.")
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise BadInputError(f"The face index {str(path)!r} {what}; expected an index file made by 'index build'.")
         if not side.is_file():
             raise BadInputError(
                 f"The face index {str(path)!r} has no metadata file {str(side)!r} beside it; "

@@ -149,10 +149,27 @@ class FaceEmbeddingModule(TaskModule):
         # Without LFW the best checkpoint is picked by the held-out TAR (set before checkpoint
         # states are restored, so a resumed run keeps its best score).
         data = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and data is not None:
+            self._check_teacher(data)
         if stage == "fit" and getattr(data, "lfw_pairs", True) is None:
             for callback in self.trainer.checkpoint_callbacks:
                 if getattr(callback, "monitor", None) == MONITOR:
                     callback.monitor = FALLBACK_MONITOR
+
+    def _check_teacher(self, data: Any) -> None:
+        """Before the first step: the teacher file's rows fit the student, and a run without the
+        triplet loss has a teacher (the data module has read the file by now)."""
+        train = data.dataset("train") if hasattr(data, "dataset") else None
+        given = getattr(train, "teacher", None)
+        if given is not None and given.shape[1] != self.hparams.embedding_size:
+            raise BadInputError(
+                f"The teacher embeddings file {str(data.teacher_embeddings)!r} holds {given.shape[1]}-d rows; "
+                f"expected {self.hparams.embedding_size}-d ones, the student's --model.embedding_size."
+            )
+        if self.hparams.triplet_weight <= 0 and given is None and not self._teacher:
+            raise BadInputError(
+                "--model.triplet_weight 0 needs a teacher (--model.teacher or --data.teacher_embeddings)."
+            )
 
     # --- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any]) -> None:
