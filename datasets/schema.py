@@ -10,7 +10,7 @@ expected::
 
     The geotagged photo CSV '/data/train.csv' line 6: LAT is '123.4'; expected a latitude in [-90, 90].
     The CelebA partition file '/data/list_eval_partition.txt' line 3: image is '999999.jpg'; expected
-    an image of list_attr_celeba.txt.
+    an image listed in list_attr_celeba.txt.
 
 Columns are checked whole (numpy, vectorised) and only a column that fails is searched for its
 first bad row, so the checks cost little next to parsing (a 4.7M-row CSV: see ``geo_photos``).

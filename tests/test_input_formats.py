@@ -508,6 +508,35 @@ def test_a_damaged_stanford_dogs_list_is_named(case: str, tmp_path: Path) -> Non
         read_list(write_mat(tmp_path / "train_list.mat", files, labels))
 
 
+# --- every declared format is tried ---------------------------------------------------------
+TRIED = {
+    "celeba_attributes": "CelebA attribute file",
+    "celeba_partition": "CelebA partition file",
+    "geotagged_csv": "geotagged photo CSV",
+    "cells_csv": "cells file",
+    "lfw_pairs": "LFW pairs file",
+    "teacher_attributes_csv": "teacher outputs file",
+    "teacher embeddings": "teacher embeddings file",
+    "teacher paths": "teacher paths file",
+    "index sidecar": "face index metadata",
+    "stanford dogs": "Stanford Dogs list",
+}
+
+
+def test_every_declared_format_is_tried_here() -> None:
+    """A format declared in a reader (datasets.schema.FORMATS) without damage cases above fails here."""
+    import importlib
+
+    from datasets.schema import FORMATS
+
+    readers = ["attribute_files", "face_identities", "geo_partition", "geo_photos", "lfw", "stanford_dogs"]
+    for module in [*(f"datasets.{name}" for name in readers), "tasks.face_embedding.index"]:
+        importlib.import_module(module)
+
+    assert set(TEXT_FORMATS) <= set(TRIED)
+    assert set(FORMATS) == set(TRIED.values())
+
+
 # --- every option has a declared range ---------------------------------------------------------
 def task_classes() -> dict[str, tuple[type, type]]:
     """The model and data module of each task (as each task's ``main`` passes them to the CLI)."""
