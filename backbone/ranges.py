@@ -14,9 +14,9 @@ sentence naming the option, the value and the range::
 
     error: --data.batch_size is 0; expected an integer >= 1.
 
-A range whose limit depends on the data (a validation share that leaves no training photo, an
-IVF-PQ training sample below faiss's minimum) is checked where the data becomes known, before
-any training, with a sentence of the same shape. ``tests/test_input_formats.py`` walks every
+A range whose limit depends on the data (a validation share that holds out no photo of a tiny set,
+``--data.cells`` that leave training photos out, an IVF-PQ ``--nlist`` above the training sample)
+is checked where the data becomes known, before any training, with a sentence of the same shape. ``tests/test_input_formats.py`` walks every
 task's options and both subcommand parsers: a numeric option without a range fails it.
 """
 
