@@ -16,8 +16,9 @@ sentence naming the option, the value and the range::
 
 A range whose limit depends on the data (a validation share that holds out no photo of a tiny set,
 ``--data.cells`` that leave training photos out, an IVF-PQ ``--nlist`` above the training sample)
-is checked where the data becomes known, before any training, with a sentence of the same shape. ``tests/test_input_formats.py`` walks every
-task's options and both subcommand parsers: a numeric option without a range fails it.
+is checked where the data becomes known, before any training, with a sentence of the same shape.
+``tests/test_input_formats.py`` walks every task's CLI parser and both subcommand parsers: a
+numeric option without a range fails it.
 """
 
 from __future__ import annotations
