@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from backbone.errors import BadInputError
+from datasets.schema import Field, Format
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -40,52 +38,67 @@ PARTITIONS = {"train": 0, "val": 1, "test": 2}
 IMAGE_COLUMN = "image"  # first column of attributes.csv
 
 
-def _lines(path: Path, what: str) -> list[str]:
-    if not path.is_file():
-        raise BadInputError(
-            f"The {what} {str(path)!r} does not exist; a CelebA root holds {IMAGE_FOLDER}/, "
-            f"{ATTRIBUTE_FILE} and {PARTITION_FILE}."
-        )
-    try:
-        return path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise BadInputError(f"The {what} {str(path)!r} is not a text file.") from None
+# The two lists, declared once (``datasets.schema``): every refusal names the file, line and field.
+ATTRIBUTE_FORMAT = Format(
+    "CelebA attribute file",
+    f"{ATTRIBUTE_FILE}: the number of images on line 1, the attribute names on line 2, then one line "
+    "'<image> <value> ...' per image with one value, -1 or 1, per attribute",
+    (
+        Field("image count", int, low=0, expected="the number of images listed, a whole number"),
+        Field("attribute name", str, unique=True),
+        Field("image", str, unique=True, noun="an image file name"),
+        Field("value", int, choices=(-1, 1)),
+    ),
+)
+PARTITION_FORMAT = Format(
+    "CelebA partition file",
+    f"{PARTITION_FILE}: one line '<image> <partition>' per image of {ATTRIBUTE_FILE}, the partition "
+    "0 (train), 1 (val) or 2 (test)",
+    (
+        Field("image", str, unique=True, noun="an image file name"),
+        Field("partition", int, choices=(0, 1, 2)),
+    ),
+)
+_HINT = f" (a CelebA root holds {IMAGE_FOLDER}/, {ATTRIBUTE_FILE} and {PARTITION_FILE})"
 
 
 def read_attribute_file(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Parse ``list_attr_celeba.txt``: (attribute names, image names, labels (N, A) as 0/1 uint8)."""
-    lines = _lines(path, "attribute file")
-    if len(lines) < 2 or not lines[0].strip().isdigit():
-        raise BadInputError(
-            f"{str(path)!r} line 1 should be the number of images, then line 2 the attribute names; "
-            f"got {lines[0][:40] if lines else 'an empty file'!r}."
-        )
-    declared = int(lines[0])
-    names = lines[1].split()
-    if not names or len(set(names)) != len(names):
-        raise BadInputError(f"{str(path)!r} line 2 should list distinct attribute names; got {lines[1][:60]!r}.")
+    fmt = ATTRIBUTE_FORMAT
+    fmt.require_file(path, _HINT)
+    lines = fmt.read_lines(path)
+    if not lines:
+        raise fmt.error(path, None, f"the file is empty; expected {fmt.layout}")
+    declared = fmt.value(path, 1, "image count", lines[0])
+    names = lines[1].split() if len(lines) > 1 else []
+    if not names:
+        raise fmt.error(path, 2, "there are no attribute names; expected the attribute names, separated by spaces")
+    fmt.unique(path, "attribute name", names, ["line 2"] * len(names))
     images: list[str] = []
     rows: list[list[str]] = []
+    numbers: list[int] = []
     for number, line in enumerate(lines[2:], start=3):
         fields = line.split()  # the release pads values with one or two spaces
         if not fields:
             continue
         if len(fields) != len(names) + 1:
-            raise BadInputError(
-                f"{str(path)!r} line {number} has {len(fields) - 1} values for {fields[0]!r}; "
-                f"expected {len(names)}, one per attribute of line 2."
+            raise fmt.error(
+                path,
+                number,
+                f"{len(fields) - 1} values follow {fields[0]!r}; expected {len(names)}, one per attribute of line 2",
             )
-        bad = next((v for v in fields[1:] if v not in ("1", "-1")), None)
-        if bad is not None:
-            raise BadInputError(f"{str(path)!r} line {number} has the value {bad!r}; expected -1 or 1.")
         images.append(fields[0])
         rows.append(fields[1:])
+        numbers.append(number)
+    values = np.asarray(rows, dtype=str).reshape(len(images), len(names))
+    wrong = np.argwhere((values != "1") & (values != "-1"))
+    if wrong.size:
+        row, column = (int(i) for i in wrong[0])
+        raise fmt.bad(path, numbers[row], "value", values[row, column], label=f"{names[column]} of {images[row]!r}")
     if len(images) != declared:
-        raise BadInputError(f"{str(path)!r} declares {declared} images on line 1 but lists {len(images)}.")
-    if len(set(images)) != len(images):
-        duplicate = next(name for name, count in Counter(images).items() if count > 1)
-        raise BadInputError(f"{str(path)!r} lists the image {duplicate!r} twice.")
-    labels = (np.asarray(rows, dtype=np.int8).reshape(len(images), len(names)) > 0).astype(np.uint8)
+        raise fmt.error(path, 1, f"the image count is {declared}; expected {len(images)}, the number of image lines")
+    fmt.unique(path, "image", images, numbers)
+    labels = (values == "1").astype(np.uint8)
     return names, images, labels
 
 
@@ -94,28 +107,30 @@ def read_partition_file(path: Path, images: Sequence[str]) -> np.ndarray:
 
     The file must list exactly the images of the attribute file, each once.
     """
+    fmt = PARTITION_FORMAT
+    fmt.require_file(path, _HINT)
+    known = set(images)
     partition: dict[str, int] = {}
-    for number, line in enumerate(_lines(path, "partition file"), start=1):
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(fmt.read_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-            raise BadInputError(
-                f"{str(path)!r} line {number} should be '<image> 0|1|2' (train/val/test); got {line.strip()[:60]!r}."
-            )
-        if fields[0] in partition:
-            raise BadInputError(f"{str(path)!r} line {number} lists the image {fields[0]!r} a second time.")
-        partition[fields[0]] = int(fields[1])
+        if len(fields) != 2:
+            raise fmt.error(path, number, f"there are {len(fields)} fields; expected '<image> 0|1|2'")
+        name, code = fields
+        if name in partition:
+            raise fmt.bad(path, number, "image", name, f"each image once (it is also on line {first_line[name]})")
+        if name not in known:
+            raise fmt.bad(path, number, "image", name, f"an image listed in {ATTRIBUTE_FILE}")
+        partition[name] = fmt.value(path, number, "partition", code)
+        first_line[name] = number
     missing = next((name for name in images if name not in partition), None)
     if missing is not None:
-        raise BadInputError(
-            f"{str(path)!r} does not match {ATTRIBUTE_FILE}: the image {missing!r} has attributes but no partition."
-        )
-    if len(partition) != len(images):
-        known = set(images)
-        extra = next(name for name in partition if name not in known)
-        raise BadInputError(
-            f"{str(path)!r} does not match {ATTRIBUTE_FILE}: the image {extra!r} has a partition but no attributes."
+        raise fmt.error(
+            path,
+            None,
+            f"the image {missing!r} of {ATTRIBUTE_FILE} has no line; expected one line per image of {ATTRIBUTE_FILE}",
         )
     return np.array([partition[name] for name in images], dtype=np.int8)
 
@@ -131,44 +146,54 @@ def format_attributes_csv(attribute_names: Sequence[str], rows: Sequence[tuple[s
     return out.getvalue()
 
 
+TEACHER_OUTPUTS_FORMAT = Format(
+    "teacher outputs file",
+    f"an attributes.csv written by a teacher's 'python -m tasks.face_attributes predict': a header "
+    f"'{IMAGE_COLUMN},<attribute>,...' naming the data's attributes, then one line "
+    "'<image>,<probability>,...' per image",
+    (
+        Field(IMAGE_COLUMN, str, pattern=r".*\S.*", pattern_words="not blank", unique=True, noun="an image name"),
+        Field("probability", float, low=0.0, high=1.0, noun="a probability"),
+    ),
+)
+
+
 def read_attributes_csv(path: Path, attribute_names: Sequence[str]) -> dict[str, np.ndarray]:
     """Read an ``attributes.csv`` into image name -> probabilities (float32, ``attribute_names`` order).
 
     The file's columns may come in any order but must name exactly the data's attributes; every
     value must be a probability in [0, 1].
     """
-    if not path.is_file():
-        raise BadInputError(
-            f"The teacher outputs file {str(path)!r} does not exist; write it with the teacher's "
-            "'python -m tasks.face_attributes predict' (attributes.csv)."
+    fmt = TEACHER_OUTPUTS_FORMAT
+    fmt.require_file(path, "; write it with the teacher's 'python -m tasks.face_attributes predict'")
+    reader = csv.reader(io.StringIO(fmt.read_text(path), newline=""))
+    header = next(reader, [])
+    if not header or header[0] != IMAGE_COLUMN:
+        raise fmt.bad(path, 1, "the first column", header[0] if header else "", f"{IMAGE_COLUMN!r} ({fmt.layout})")
+    fmt.header(path, header, [IMAGE_COLUMN, *attribute_names])
+    extra = next((c for c in header[1:] if c not in set(attribute_names)), None)
+    if extra is not None:
+        raise fmt.bad(
+            path, 1, "a column", extra, f"only the data's {len(attribute_names)} attributes of {ATTRIBUTE_FILE}"
         )
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        if not header or header[0] != IMAGE_COLUMN:
-            raise BadInputError(
-                f"{str(path)!r} line 1 should start with the column {IMAGE_COLUMN!r} (an attributes.csv written by "
-                f"predict); got {','.join(header)[:60]!r}."
+    names: list[str] = []
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for row in reader:
+        if not row or not any(field.strip() for field in row):
+            continue
+        if len(row) != len(header):
+            raise fmt.error(
+                path, reader.line_num, f"there are {len(row)} fields; expected {len(header)}, one per column of line 1"
             )
-        columns = header[1:]
-        if sorted(columns) != sorted(attribute_names):
-            missing = sorted(set(attribute_names) - set(columns))
-            detail = f"it lacks {missing[0]!r}" if missing else f"it has {sorted(set(columns) - set(attribute_names))}"
-            raise BadInputError(f"{str(path)!r} does not hold the data's {len(attribute_names)} attributes: {detail}.")
-        order = [columns.index(name) for name in attribute_names]
-        table: dict[str, np.ndarray] = {}
-        for number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise BadInputError(f"{str(path)!r} line {number} has {len(row)} fields; expected {len(header)}.")
-            try:
-                values = np.array([float(v) for v in row[1:]], dtype=np.float64)
-            except ValueError:
-                raise BadInputError(f"{str(path)!r} line {number} has a value that is not a number.") from None
-            if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
-                raise BadInputError(f"{str(path)!r} line {number} has a value outside [0, 1]; expected probabilities.")
-            if row[0] in table:
-                raise BadInputError(f"{str(path)!r} line {number} lists the image {row[0]!r} a second time.")
-            table[row[0]] = values[order].astype(np.float32)
-    return table
+        names.append(row[0])
+        rows.append(row[1:])
+        numbers.append(reader.line_num)
+    fmt.column(path, IMAGE_COLUMN, names, numbers)
+    values = np.empty((len(rows), len(header) - 1), dtype=np.float64)
+    table = np.asarray(rows, dtype=str).reshape(len(rows), len(header) - 1)
+    for column, name in enumerate(header[1:]):
+        values[:, column] = fmt.column(path, "probability", table[:, column], numbers, label=name)
+    order = [header.index(name) - 1 for name in attribute_names]
+    values = values[:, order].astype(np.float32)
+    return dict(zip(names, values, strict=True))

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from backbone.errors import BadInputError
+from backbone.ranges import NonNegativeInt, PositiveInt, Resolution
 from datasets.demo.cache import announce_demo
 from datasets.images import PredictFolder, collate_with_info
 from datasets.loading import make_loader
@@ -60,9 +61,9 @@ class TaskDataModule(LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 2,
+        resolution: Resolution = 224,
+        batch_size: PositiveInt = 32,
+        num_workers: NonNegativeInt = 2,
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()

@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution
 from datasets.attribute_files import (
     ATTRIBUTE_FILE,
     IMAGE_FOLDER,
@@ -144,15 +145,15 @@ class CelebADataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 2,
+        resolution: Resolution = 224,
+        batch_size: PositiveInt = 32,
+        num_workers: NonNegativeInt = 2,
         predict_dir: str | None = None,
         teacher_outputs: str | None = None,
         unlabelled_root: str | None = None,
         predict_split: PredictSplit = "all",
-        min_scale: float = 0.8,
-        view_resolution: int | None = None,
+        min_scale: CropScale = 0.8,
+        view_resolution: Resolution | None = None,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
         self.teacher_outputs = Path(teacher_outputs).expanduser() if teacher_outputs else None

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import random
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,18 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution, Share, int_range
 from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.faces import ensure_demo_faces
 from datasets.images import image_files, read_rgb
 from datasets.lfw import read_pairs
+from datasets.schema import Field, Format
 
 # Which evaluation set an image of the validation split belongs to.
 SOURCE_LFW, SOURCE_HELDOUT = 0, 1
 HELDOUT_SEED = 1503  # the held-out identities are a fixed, seeded choice: the same in every run
+# K of a P x K triplet batch: an identity needs 2 images in a batch to give a positive pair.
+ImagesPerIdentity = int_range(2)
 
 
 def validates_on_lfw(root: str | None, lfw_root: str | None) -> bool:
@@ -189,34 +194,86 @@ class PKSampler(DistributedSampler):
             yield from batch
 
 
+# The teacher files of distillation, declared once (``datasets.schema``): what the teacher's
+# ``predict`` writes (embeddings.npy + paths.txt) or an .npz holding both.
+TEACHER_EMBEDDINGS_FORMAT = Format(
+    "teacher embeddings file",
+    "embeddings.npy (N rows of D finite numbers) with its paths.txt beside it, as the teacher's "
+    "'python -m tasks.face_embedding predict' writes them, or an .npz with arrays 'paths' (N texts) and "
+    "'embeddings' (N x D numbers)",
+    (
+        Field("path", str, pattern=r".*\S.*", pattern_words="not blank", unique=True, noun="an image path"),
+        Field("embedding", float, noun="a finite number"),
+    ),
+    record="row",
+)
+TEACHER_PATHS_FORMAT = Format(
+    "teacher paths file",
+    "paths.txt: one image path per line, line k naming row k of the embeddings.npy beside it",
+    (Field("path", str, pattern=r".*\S.*", pattern_words="not blank", unique=True, noun="an image path"),),
+)
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npy (under ``embeddings``) or .npz, never unpickling; one sentence if not readable."""
+    fmt = TEACHER_EMBEDDINGS_FORMAT
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in ("paths", "embeddings") if k not in data.files]
+                if missing:
+                    raise fmt.error(
+                        path, None, f"it holds the arrays {data.files} but no {missing[0]!r}; expected {fmt.layout}"
+                    )
+                return {key: data[key] for key in ("paths", "embeddings")}
+        return {"embeddings": np.load(path, allow_pickle=False)}
+    except BadInputError:
+        raise
+    except ValueError as error:  # numpy falls back to unpickling (never allowed here) for what is not an array
+        detail = "reading it would mean unpickling it" if "pickle" in str(error) else str(error)
+        raise fmt.error(path, None, f"it is not a NumPy array file ({detail}); expected {fmt.layout}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise fmt.error(path, None, f"it is not a NumPy .npy/.npz file ({error}); expected {fmt.layout}") from None
+
+
 def read_teacher_embeddings(path: str | Path, images: Sequence[Path], root: Path) -> np.ndarray:
     """The teacher's embedding of each of ``images`` (rows in that order), from ``path``.
 
     ``path`` is either ``embeddings.npy`` with a ``paths.txt`` beside it (what ``predict`` of this
     task writes: run the teacher's ``predict --data.predict_dir <root>``) or an ``.npz`` with arrays
-    ``paths`` (N strings) and ``embeddings`` (N x D float). A path matches an image given relative
-    to the data root (``<identity>/x.jpg``) or as the same absolute file.
+    ``paths`` (N strings) and ``embeddings`` (N x D float), checked against
+    ``TEACHER_EMBEDDINGS_FORMAT``: a NaN or an infinity, a repeated path, a count that does not
+    match is refused naming the file and row. A path matches an image given relative to the data
+    root (``<identity>/x.jpg``) or as the same absolute file.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BadInputError(f"The teacher embeddings file {str(path)!r} does not exist.")
+    fmt = TEACHER_EMBEDDINGS_FORMAT
+    path = fmt.require_file(path, " (write it with the teacher's 'python -m tasks.face_embedding predict')")
+    arrays = _load_arrays(path)
+    vectors = arrays["embeddings"]
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "paths" not in data or "embeddings" not in data:
-                raise BadInputError(f"The teacher file {str(path)!r} must hold arrays 'paths' and 'embeddings'.")
-            keys, vectors = [str(p) for p in data["paths"]], np.asarray(data["embeddings"], dtype=np.float32)
+        paths = arrays["paths"]
+        if paths.ndim != 1 or paths.dtype.kind not in "US":
+            raise fmt.bad(path, None, "the array 'paths'", f"{paths.dtype} of shape {paths.shape}", "N texts")
+        keys = [p.decode() if isinstance(p, bytes) else str(p) for p in paths.tolist()]
+        fmt.column(path, "path", keys, 0)
     else:
-        listing = path.with_name("paths.txt")
-        if not listing.is_file():
-            raise BadInputError(
-                f"The teacher embeddings {str(path)!r} need their paths.txt beside them ({str(listing)!r} is missing)."
-            )
-        keys, vectors = listing.read_text().splitlines(), np.load(path).astype(np.float32)
-    if vectors.ndim != 2 or len(keys) != len(vectors):
-        raise BadInputError(
-            f"The teacher file {str(path)!r} holds {len(keys)} paths for embeddings of shape {vectors.shape}; "
-            "expected one N x D row per path."
+        listing = TEACHER_PATHS_FORMAT.require_file(path.with_name("paths.txt"))
+        keys = TEACHER_PATHS_FORMAT.read_lines(listing)
+        TEACHER_PATHS_FORMAT.column(listing, "path", keys, 1)
+    if vectors.ndim != 2 or vectors.dtype.kind not in "iuf" or vectors.shape[1] < 1:
+        raise fmt.bad(
+            path, None, "the embeddings", f"an array of {vectors.dtype} of shape {vectors.shape}", "N x D numbers"
         )
+    if len(keys) != len(vectors):
+        raise fmt.error(
+            path, None, f"it holds {len(vectors)} embeddings for {len(keys)} paths; expected one row per path"
+        )
+    vectors = vectors.astype(np.float32)
+    finite = np.isfinite(vectors)
+    if not finite.all():  # a NaN target trains NaN weights: refused here, by row
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        value = vectors[row][~finite[row]][0]
+        raise fmt.bad(path, f"row {row} ({keys[row]!r})", "embedding", float(value), "finite numbers")
     lookup: dict[str, int] = {}
     for row, key in enumerate(keys):
         lookup[key] = row
@@ -225,9 +282,11 @@ def read_teacher_embeddings(path: str | Path, images: Sequence[Path], root: Path
     rows = [lookup.get(str(image.resolve()), -1) for image in images]
     missing = [image for image, row in zip(images, rows, strict=True) if row < 0]
     if missing:
-        raise BadInputError(
-            f"The teacher file {str(path)!r} has no embedding for {len(missing)} training images, "
-            f"e.g. {str(missing[0])!r}."
+        raise fmt.error(
+            path,
+            None,
+            f"it has no embedding for {len(missing)} training images, e.g. {str(missing[0])!r}; expected a row for "
+            "every training image (run the teacher's predict on the same data root)",
         )
     return vectors[rows]
 
@@ -252,22 +311,18 @@ class FaceDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 64,
-        num_workers: int = 2,
+        resolution: Resolution = 224,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 2,
         predict_dir: str | None = None,
         lfw_root: str | None = None,
         heldout_root: str | None = None,
-        heldout_fraction: float = 0.1,
-        images_per_identity: int = 4,
+        heldout_fraction: Share = 0.1,
+        images_per_identity: ImagesPerIdentity = 4,
         teacher_embeddings: str | None = None,
-        min_scale: float = 0.8,
+        min_scale: CropScale = 0.8,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
-        if images_per_identity < 2:
-            raise BadInputError(
-                f"--data.images_per_identity (K of the P x K batches) must be at least 2; got {images_per_identity}."
-            )
         if lfw_root is None and self.uses_demo:  # the demo brings its own LFW-layout set (validates_on_lfw)
             lfw_root = str(self.root.parent / "lfw")
         self.lfw_root = Path(lfw_root).expanduser() if lfw_root else None

@@ -21,16 +21,18 @@ the row is the class index.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 from tqdm import tqdm
 
 from backbone.errors import BadInputError
+from backbone.ranges import int_range
 from datasets import s2cells
+from datasets.schema import Field, Format
 
 # PlaNet's full-scale thresholds (Weyand et al. 2016, Sec. 3): configs/geolocation/planet.yaml.
 PLANET_MAX_PHOTOS = 10_000
@@ -38,6 +40,7 @@ PLANET_MIN_PHOTOS = 50
 CELL_COLUMNS = ("token", "count", "lat", "lon", "center_lat", "center_lon")
 _CHUNK = 1 << 18  # points per vectorised chunk: a few MB of temporaries
 _PROGRESS_FROM = 2_000_000  # show a progress bar from this many photos on (a few seconds of work)
+S2Level = int_range(0, s2cells.MAX_LEVEL)  # the starting level of a partition: 0 (cube faces) to 30 (leaves)
 
 
 @dataclass(frozen=True)
@@ -98,43 +101,72 @@ class Partition:
 
     @classmethod
     def load_csv(cls, path: str | os.PathLike[str]) -> Partition:
-        """Read a ``cells.csv`` written by ``python -m tasks.geolocation partition`` (or by hand)."""
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise BadInputError(f"The cells file {str(path)!r} does not exist; expected a CSV with {CELL_COLUMNS}.")
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in CELL_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise BadInputError(
-                    f"The cells file {str(path)!r} has no column {missing[0]!r}; expected {CELL_COLUMNS}."
+        """Read a ``cells.csv`` written by ``python -m tasks.geolocation partition`` (or by hand),
+        checked against ``CELLS_FORMAT``: tokens of valid, disjoint S2 cells, each once."""
+        fmt = CELLS_FORMAT
+        path = fmt.require_file(path, "; write one with 'python -m tasks.geolocation partition'")
+        reader = csv.reader(io.StringIO(fmt.read_text(path), newline=""))
+        columns = fmt.header(path, [name.strip() for name in next(reader, [])], CELL_COLUMNS)
+        rows: list[list[str]] = []
+        numbers: list[int] = []
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue
+            if len(row) <= max(columns.values()):
+                raise fmt.error(
+                    path, reader.line_num, f"there are {len(row)} fields; expected one per column of line 1"
                 )
-            rows = list(reader)
+            rows.append([row[columns[c]].strip() for c in CELL_COLUMNS])
+            numbers.append(reader.line_num)
         if not rows:
-            raise BadInputError(f"The cells file {str(path)!r} holds no cells.")
+            raise fmt.error(path, None, f"the file holds no cells, only a header; expected {fmt.layout}")
+        table = np.asarray(rows, dtype=str).reshape(len(rows), len(CELL_COLUMNS))
+        tokens = fmt.column(path, "token", table[:, 0], numbers)
         ids = np.empty(len(rows), dtype=np.uint64)
-        for line, row in enumerate(rows, start=2):
-            token = row["token"].strip()
-            try:
-                cell_id = int(token.ljust(16, "0"), 16) if 0 < len(token) <= 16 else -1
-            except ValueError:
-                cell_id = -1
-            if cell_id < 0 or not s2cells.is_valid_id(cell_id):
-                raise BadInputError(f"The cells file {str(path)!r} line {line}: {token!r} is not an S2 cell token.")
-            ids[line - 2] = cell_id
-        try:
-            numbers = np.asarray([[row[c] for c in CELL_COLUMNS[1:]] for row in rows], dtype=np.float64)
-        except ValueError:
-            raise BadInputError(
-                f"The cells file {str(path)!r} holds a value that is not a number in {CELL_COLUMNS[1:]}."
-            ) from None
+        for index, token in enumerate(tokens.tolist()):
+            cell_id = int(token.ljust(16, "0"), 16)
+            if not s2cells.is_valid_id(cell_id):
+                raise fmt.bad(path, numbers[index], "token", token)
+            ids[index] = cell_id
+        counts = fmt.column(path, "count", table[:, 1], numbers)
+        numbers_ = [fmt.column(path, name, table[:, k], numbers) for k, name in enumerate(CELL_COLUMNS[2:], start=2)]
         order = np.argsort(ids, kind="stable")
-        ids, numbers = ids[order], numbers[order]
+        ids = ids[order]
         overlap = np.flatnonzero(s2cells.range_min(ids[1:]) <= s2cells.range_max(ids[:-1]))
-        if overlap.size:
-            a, b = s2cells.to_tokens(ids[overlap[0] : overlap[0] + 2])
-            raise BadInputError(f"The cells file {str(path)!r} has overlapping cells {a!r} and {b!r}.")
-        return cls(ids, numbers[:, 0].astype(np.int64), numbers[:, 1:3], numbers[:, 3:5])
+        if overlap.size:  # name the later of the two lines, and the earlier one it overlaps
+            earlier, later = sorted(int(order[overlap[0] + k]) for k in (0, 1))
+            raise fmt.bad(
+                path,
+                numbers[later],
+                "token",
+                tokens[later],
+                f"a cell disjoint from the others; it overlaps {str(tokens[earlier])!r} of line {numbers[earlier]}",
+            )
+        coordinates = np.stack(numbers_, axis=1)[order]
+        return cls(ids, counts[order].astype(np.int64), coordinates[:, 0:2], coordinates[:, 2:4])
+
+
+# cells.csv, declared once (``datasets.schema``).
+CELLS_FORMAT = Format(
+    "cells file",
+    f"a cells.csv as 'python -m tasks.geolocation partition' writes it: a header {','.join(CELL_COLUMNS)}, then "
+    "one S2 cell per line",
+    (
+        Field(
+            "token",
+            str,
+            pattern=r"[0-9a-fA-F]{1,16}",
+            pattern_words="up to 16 hexadecimal digits",
+            unique=True,
+            noun="the token of a valid S2 cell",
+        ),
+        Field("count", int, low=0, noun="a number of photos"),
+        Field("lat", float, -90.0, 90.0, noun="a latitude"),
+        Field("lon", float, -180.0, 180.0, noun="a longitude"),
+        Field("center_lat", float, -90.0, 90.0, noun="a latitude"),
+        Field("center_lon", float, -180.0, 180.0, noun="a longitude"),
+    ),
+)
 
 
 def latlon_from_xyz(xyz: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from backbone.ranges import CropScale
 from datasets.base import OutputNames, TaskDataModule
 from datasets.images import read_rgb
 
@@ -86,7 +87,7 @@ class ImageListDataModule(TaskDataModule):
         min_scale: smallest area fraction of the random-resized crop.
     """
 
-    def __init__(self, root: str | None = None, min_scale: float = 0.5, **kwargs: Any) -> None:
+    def __init__(self, root: str | None = None, min_scale: CropScale = 0.5, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.min_scale = min_scale
         self.class_names: list[str] = self.read_classes()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backbone.errors import BadInputError
+from datasets.schema import Field, Format
 
 # The file names LFW ships (``lfw-deepfunneled`` and other alignments keep the same names).
 IMAGE_FOLDER = "lfw"
@@ -40,16 +40,17 @@ class LfwPairs:
         return int(self.fold.max()) + 1 if len(self.fold) else 0
 
 
-def _number(field: str, path: Path, line_no: int, line: str) -> int:
-    try:
-        value = int(field)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadInputError(
-            f"{str(path)!r} line {line_no}: {field!r} is not an image number (1, 2, ...) in {line.strip()!r}."
-        )
-    return value
+# pairs.txt, declared once (``datasets.schema``). LFW names its images <Name>_0001.jpg: four digits.
+PAIRS_FORMAT = Format(
+    "LFW pairs file",
+    "pairs.txt: a header '<sets> <pairs per set>' (LFW's is '10 300'), then for each set that many "
+    "same-person lines 'Name i j' followed by as many different-person lines 'Name1 i Name2 j'",
+    (
+        Field("sets", int, low=1, noun="a number of sets"),
+        Field("pairs per set", int, low=1, noun="a number of pairs"),
+        Field("image number", int, low=1, high=9999, noun="an image number"),
+    ),
+)
 
 
 def image_path(root: Path, name: str, number: int) -> Path:
@@ -62,60 +63,67 @@ def image_path(root: Path, name: str, number: int) -> Path:
 
 
 def read_pairs(root: str | Path, pairs_file: str = PAIRS_FILE) -> LfwPairs:
-    """Parse ``root/pairs.txt`` and check that every image it names exists under ``root/lfw``."""
+    """Parse ``root/pairs.txt`` (checked against ``PAIRS_FORMAT``) and check that every image it
+    names exists under ``root/lfw``."""
+    fmt = PAIRS_FORMAT
     root = Path(root).expanduser()
-    path = root / pairs_file
-    if not path.is_file():
-        raise BadInputError(
-            f"The LFW pairs file {str(path)!r} does not exist; an LFW root holds lfw/<Name>/<Name>_0001.jpg "
-            "and pairs.txt."
-        )
-    lines = path.read_text().splitlines()
+    path = fmt.require_file(root / pairs_file, " (an LFW root holds lfw/<Name>/<Name>_0001.jpg and pairs.txt)")
+    lines = fmt.read_lines(path)
     header = lines[0].split() if lines else []
-    if len(header) != 2 or not all(h.isdigit() and int(h) > 0 for h in header):
-        shown = lines[0].strip() if lines else ""
-        raise BadInputError(
-            f"{str(path)!r} line 1: expected the header '<sets> <pairs per set>' (LFW's is '10 300'), got {shown!r}."
+    if len(header) != 2:
+        raise fmt.bad(
+            path, 1, "the header", lines[0].strip() if lines else "", "'<sets> <pairs per set>', e.g. '10 300'"
         )
-    sets, per_set = int(header[0]), int(header[1])
+    sets, per_set = fmt.value(path, 1, "sets", header[0]), fmt.value(path, 1, "pairs per set", header[1])
     if sets < 2:
         # Each set's threshold is picked on the other sets: with one set there are none, every
         # model scored 0.5, and the best checkpoint was picked by that.
-        raise BadInputError(
-            f"{str(path)!r} line 1 announces {sets} set of pairs; LFW's protocol picks each set's threshold on the "
-            "other sets, so it needs at least 2 (LFW's header is '10 300')."
+        raise fmt.error(
+            path,
+            1,
+            f"the header announces {sets} set of pairs; LFW's protocol picks each set's threshold on the other "
+            "sets, so it needs at least 2 (LFW's header is '10 300')",
         )
     body = [(no, line) for no, line in enumerate(lines[1:], start=2) if line.strip()]
     if len(body) != 2 * sets * per_set:
-        raise BadInputError(
-            f"{str(path)!r} has {len(body)} pair lines after its header '{sets} {per_set}', which announces "
-            f"{sets} sets of {per_set} same-person and {per_set} different-person pairs ({2 * sets * per_set} lines)."
+        raise fmt.error(
+            path,
+            None,
+            f"there are {len(body)} pair lines after the header '{sets} {per_set}'; expected {2 * sets * per_set}, "
+            f"{per_set} same-person and {per_set} different-person lines per set",
         )
     index: dict[Path, int] = {}
     first, second, same, fold = [], [], [], []
     for position, (line_no, line) in enumerate(body):
         fields = line.split()
-        if len(fields) == 3:
-            name_a, name_b = fields[0], fields[0]
-            number_a, number_b = (_number(f, path, line_no, line) for f in fields[1:])
-        elif len(fields) == 4:
-            name_a, name_b = fields[0], fields[2]
-            number_a, number_b = _number(fields[1], path, line_no, line), _number(fields[3], path, line_no, line)
-        else:
-            raise BadInputError(
-                f"{str(path)!r} line {line_no}: expected 'Name i j' or 'Name1 i Name2 j', got {line.strip()!r}."
+        is_same = position % (2 * per_set) < per_set  # each set: same-person lines, then different-person
+        if len(fields) != (3 if is_same else 4):
+            kind, form = ("same", "'Name i j'") if is_same else ("different", "'Name1 i Name2 j'")
+            raise fmt.error(
+                path,
+                line_no,
+                f"there are {len(fields)} fields; expected {form}, a {kind}-person pair at this place of set "
+                f"{position // (2 * per_set) + 1}",
             )
+        if is_same:
+            name_a = name_b = fields[0]
+            number_a, number_b = (fmt.value(path, line_no, "image number", f) for f in fields[1:])
+            if number_a == number_b:
+                raise fmt.bad(path, line_no, "the second image number", number_b, "another image than the first")
+        else:
+            name_a, name_b = fields[0], fields[2]
+            number_a, number_b = (fmt.value(path, line_no, "image number", f) for f in (fields[1], fields[3]))
+            if name_a == name_b:
+                raise fmt.bad(path, line_no, "the second name", name_b, "another person than the first")
         pair = []
         for name, number in ((name_a, number_a), (name_b, number_b)):
             image = image_path(root, name, number)
             if not image.is_file():
-                raise BadInputError(
-                    f"{str(path)!r} line {line_no} names the image {str(image)!r}, which does not exist."
-                )
+                raise fmt.bad(path, line_no, "the image", str(image), "an existing file lfw/<Name>/<Name>_<i>.jpg")
             pair.append(index.setdefault(image, len(index)))
         first.append(pair[0])
         second.append(pair[1])
-        same.append(len(fields) == 3)
+        same.append(is_same)
         fold.append(position // (2 * per_set))
     return LfwPairs(
         images=list(index),

@@ -22,6 +22,26 @@ from backbone.errors import BadInputError
 from datasets.demo.textures import ensure_dogs_demo
 from datasets.image_list import ImageListDataModule, Sample
 from datasets.images import image_files
+from datasets.schema import Field, Format
+
+# lists/train_list.mat and test_list.mat, declared once (``datasets.schema``): entries are 1-based.
+LIST_FORMAT = Format(
+    "Stanford Dogs list",
+    "a MATLAB file with the cells 'file_list' (paths under Images/, '<wnid>-<breed>/<image>.jpg') and "
+    "'labels' (1-based breed numbers), one entry per image",
+    (
+        Field(
+            "file_list",
+            str,
+            pattern=r"[^/]+/[^/]+",
+            pattern_words="'<breed folder>/<image file>'",
+            unique=True,
+            noun="a path",
+        ),
+        Field("labels", int, low=1, noun="a breed number"),
+    ),
+    record="entry",
+)
 
 
 def _cell_text(cell: object) -> str:
@@ -31,29 +51,29 @@ def _cell_text(cell: object) -> str:
         if value.size != 1:
             raise ValueError(f"expected one string per cell, got an array of shape {value.shape}")
         value = value.reshape(-1)[0]
-    return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string in each cell, got a {type(value).__name__}")
+    return value
 
 
 def read_list(path: Path) -> list[tuple[str, int]]:
-    """Read ``train_list.mat`` / ``test_list.mat``: (relative path, 0-based label) pairs."""
+    """Read ``train_list.mat`` / ``test_list.mat`` (``LIST_FORMAT``): (relative path, 0-based label) pairs."""
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
-    if not path.is_file():
-        raise BadInputError(f"The Stanford Dogs split file {str(path)!r} does not exist.")
+    fmt = LIST_FORMAT
+    path = fmt.require_file(path)
     try:
         content = loadmat(str(path))
         files = [_cell_text(c) for c in np.asarray(content["file_list"]).reshape(-1)]
-        labels = [int(v) for v in np.asarray(content["labels"]).reshape(-1)]
+        labels = np.asarray(content["labels"]).reshape(-1)
     except (KeyError, ValueError, TypeError, OSError, MatReadError) as error:  # MatReadError: empty or cut short
-        raise BadInputError(
-            f"{str(path)!r} is not a Stanford Dogs list (a MATLAB file with 'file_list' and 'labels'): {error}."
-        ) from None
+        raise fmt.error(path, None, f"it could not be read ({error}); expected {fmt.layout}") from None
     if len(files) != len(labels):
-        raise BadInputError(f"{str(path)!r} has {len(files)} files but {len(labels)} labels; expected as many.")
-    if labels and min(labels) < 1:
-        raise BadInputError(f"{str(path)!r} has a label below 1; Stanford Dogs labels are 1-based.")
-    return [(f, label - 1) for f, label in zip(files, labels, strict=False)]
+        raise fmt.error(path, None, f"it has {len(files)} files but {len(labels)} labels; expected one label per file")
+    fmt.column(path, "file_list", files, 1)
+    codes = fmt.column(path, "labels", labels, 1)
+    return [(f, int(label) - 1) for f, label in zip(files, codes.tolist(), strict=True)]
 
 
 def read_box(path: Path) -> tuple[int, int, int, int]:
@@ -110,16 +130,19 @@ class StanfordDogsDataModule(ImageListDataModule):
     def _samples(self, split: str) -> list[Sample]:
         samples = []
         list_path = self.root / "lists" / f"{split}_list.mat"
-        for relative, label in read_list(list_path):
+        for entry, (relative, label) in enumerate(read_list(list_path), start=1):
             if label >= self.num_classes:
-                raise BadInputError(
-                    f"{str(list_path)!r} gives label {label + 1} but Images/ has only {self.num_classes} breed folders."
+                raise LIST_FORMAT.bad(
+                    list_path, entry, "labels", label + 1, f"a breed number up to {self.num_classes}, the breed folders"
                 )
             folder = relative.split("/", 1)[0]
             if folder != self.class_names[label]:
-                raise BadInputError(
-                    f"{str(list_path)!r} puts {relative!r} under label {label + 1}, but that label's folder "
-                    f"is {self.class_names[label]!r}."
+                raise LIST_FORMAT.bad(
+                    list_path,
+                    entry,
+                    "file_list",
+                    relative,
+                    f"a path under {self.class_names[label]!r}, the folder of its label {label + 1}",
                 )
             path = self.root / "Images" / relative
             box = None

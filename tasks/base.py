@@ -20,7 +20,7 @@ passes it on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pytorch_lightning import LightningModule
@@ -28,8 +28,9 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
+from backbone.ranges import NonNegativeFloat, Resolution, Share, Width
 from tasks.guards import check_loaded_checkpoint
-from tasks.optim import configure_optimization
+from tasks.optim import check_optimization, configure_optimization
 
 
 def adamw(params: Iterable[Any]) -> Optimizer:
@@ -69,14 +70,14 @@ class TaskModule(LightningModule):
 
     def __init__(
         self,
-        width: float = 1.0,
-        resolution: int = 224,
-        weight_decay: float = 4e-5,
+        width: Width = 1.0,
+        resolution: Resolution = 224,
+        weight_decay: NonNegativeFloat = 4e-5,
         optimizer: OptimizerCallable = adamw,
         lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        warmup_epochs: float = 1.0,
-        lr_decay_start: float = 0.0,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        warmup_epochs: NonNegativeFloat = 1.0,
+        lr_decay_start: Share = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= lr_decay_start < 1.0:
@@ -85,6 +86,7 @@ class TaskModule(LightningModule):
         self.save_hyperparameters(ignore=list(self.not_saved))
         self.optimizer_factory: Callable[..., Optimizer] = optimizer
         self.scheduler_factory = lr_scheduler
+        check_optimization(optimizer, lr_scheduler)  # their own option checks, before any data is read
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -30,7 +30,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Callback, LightningModule, Trainer
@@ -39,6 +39,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import check_resolution, check_width
+from backbone.ranges import Resolution, Width, option_sentence, refuse
+from datasets.text import read_text
 from tasks.callbacks import MetricsJSON, ValidationPlan
 from tasks.checkpoints import AtomicCheckpointIO, TaskCheckpoint, TaskStamp, check_checkpoint, resolve_ckpt_path
 from tasks.finite import FiniteLoss
@@ -48,6 +50,16 @@ from tasks.spec import TaskSpec
 
 DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
 DEFAULT_SEED = 0
+
+
+class TaskArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, with an out-of-range option refused in one sentence (no usage dump)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        sentence = option_sentence(message)
+        if sentence is None or not self.exit_on_error:
+            super().error(message, ex)
+        refuse(sentence)
 
 
 class TaskCLI(LightningCLI):
@@ -101,12 +113,18 @@ class TaskCLI(LightningCLI):
             **kwargs,
         )
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # An option outside its declared range (backbone.ranges) ends in one sentence at parse time.
+        if self.parser_class is LightningArgumentParser:
+            self.parser_class = TaskArgumentParser
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
-            "--backbone", type=float, default=DEFAULT_WIDTH, help="MobileNet width multiplier alpha, in (0, 1]."
+            "--backbone", type=Width, default=DEFAULT_WIDTH, help="MobileNet width multiplier alpha, in (0, 1]."
         )
         parser.add_argument(
-            "--resolution", type=int, default=self.spec.resolution, help="Input size in pixels (square)."
+            "--resolution", type=Resolution, default=self.spec.resolution, help="Input size in pixels (square)."
         )
         parser.link_arguments("backbone", "model.width")
         parser.link_arguments("resolution", "model.resolution")
@@ -138,8 +156,10 @@ class TaskCLI(LightningCLI):
 
         ``last``/``best`` are resolved in the run's checkpoint folder (refused, naming the folder,
         when there is none: Lightning would go on with random weights); a file that is not a
-        checkpoint, or holds another task or size, is refused in one sentence.
+        checkpoint, or holds another task or size, is refused in one sentence. A ``--config`` file is
+        read through the project's text reader first (UTF-8, with or without BOM, else one sentence).
         """
+        check_config_files(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
@@ -191,6 +211,21 @@ class TaskCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+
+def check_config_files(args: ArgsType) -> None:
+    """Each ``--config``/``-c`` file among ``args`` is UTF-8 text (jsonargparse reads it as such, and
+    a file saved in another encoding ended in a ``UnicodeDecodeError`` traceback)."""
+    if not isinstance(args, (list, tuple)):
+        return
+    for index, token in enumerate(args):
+        value = None
+        if token in ("-c", "--config") and index + 1 < len(args):
+            value = args[index + 1]
+        elif isinstance(token, str) and token.startswith("--config="):
+            value = token.split("=", 1)[1]
+        if isinstance(value, str) and Path(value).expanduser().is_file():
+            read_text(Path(value).expanduser(), "config file (--config)", "a YAML config of the task's options")
 
 
 def _one_sentence(error: BaseException) -> str:

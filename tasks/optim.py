@@ -6,11 +6,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import Timer
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler
+
+from backbone.errors import BadInputError
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -101,6 +104,24 @@ def time_budget_fraction(trainer: Trainer) -> Callable[[], float] | None:
         return elapsed / max(elapsed + remaining, 1e-9)
 
     return fraction
+
+
+def check_optimization(
+    optimizer_factory: Callable[[list[Any]], Optimizer], scheduler_factory: Callable[[Optimizer], Any] | None
+) -> None:
+    """Build the optimizer and scheduler once on a dummy parameter, when the module is made: torch's
+    own checks of their options (a negative learning rate, a zero step size) then refuse them in
+    one sentence before any data is read, not in a traceback when training starts."""
+    dummy = [torch.zeros(1, requires_grad=True)]
+    try:
+        optimizer = optimizer_factory(dummy)
+    except (ValueError, TypeError) as error:
+        raise BadInputError(f"--model.optimizer refuses its options: {str(error).rstrip('.')}.") from None
+    if scheduler_factory is not None:
+        try:
+            scheduler_factory(optimizer)
+        except (ValueError, TypeError) as error:
+            raise BadInputError(f"--model.lr_scheduler refuses its options: {str(error).rstrip('.')}.") from None
 
 
 def configure_optimization(

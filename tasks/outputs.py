@@ -3,6 +3,11 @@
 Every file is written to a temporary sibling in the same folder (same filesystem, so the rename is
 atomic) and renamed over the target at the end: a killed run leaves either the old file or the new
 one, never a truncated mix, and an error removes the temporary file.
+
+A command that writes a file the user names (``partition --out``, ``index build --out``,
+``index search --out/--json``, the index that ``index add/remove`` rewrite) checks it with
+``check_output_file`` before any work starts: an existing folder, a parent that is a file or a
+folder that cannot be written is one sentence, not a traceback after an hour of work.
 """
 
 from __future__ import annotations
@@ -34,13 +39,34 @@ def ensure_folder(folder: str | os.PathLike[str], what: str = "output folder") -
     return folder
 
 
+def check_output_file(path: str | os.PathLike[str], what: str = "output file") -> Path:
+    """``path`` if a file can be written there (atomically), else one sentence saying why not.
+
+    Refused: an existing folder, a path under a regular file, a folder that is not writable (or
+    the nearest existing folder above one that does not exist yet). Nothing is created.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise BadInputError(f"The {what} {str(path)!r} is a folder; expected the name of a file to write.")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BadInputError(f"The {what} {str(path)!r} lies under {str(ancestor)!r}, which is a file, not a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInputError(
+            f"The {what} {str(path)!r} cannot be written: the folder {str(ancestor)!r} is not writable."
+        )
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``.
 
     For writers that want a file name (``np.save``, ``faiss.write_index``, ``torch.save``).
     """
-    path = Path(path)
+    path = check_output_file(path)
     ensure_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -74,7 +74,7 @@ def test_wrong_label_and_unreadable_image(tiny_dogs: Path, tmp_path: Path) -> No
     entries = [(f, label + 1) for f, label in read_list(copy / "lists" / "test_list.mat")]
     entries[0] = (entries[0][0], 3)  # a breed-0 image listed under breed 3
     write_dogs_list(copy / "lists" / "test_list.mat", entries)
-    with pytest.raises(BadInputError, match="under label 3"):
+    with pytest.raises(BadInputError, match="the folder of its label 3"):
         StanfordDogsDataModule(str(copy), num_workers=0).setup("test")
     copy = tmp_path / "dogs2"
     shutil.copytree(tiny_dogs, copy)

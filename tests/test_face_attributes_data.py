@@ -63,18 +63,34 @@ def test_splits_follow_the_partition_file(tiny_celeba: Path) -> None:
         (
             ATTRIBUTE_FILE,
             lambda t: t.replace("000003.jpg", "000003.jpg 1", 1),
-            r"line 5 has 11 values for '000003.jpg'; expected 10",
+            r"line 5: 11 values follow '000003.jpg'; expected 10",
         ),
         (
             ATTRIBUTE_FILE,
             lambda t: re.sub(r"(000004\.jpg\s+)-?1", r"\g<1>0", t),
-            r"line 6 has the value '0'; expected -1 or 1",
+            r"line 6: \w+ of '000004.jpg' is '0'; expected -1 or 1",
         ),
-        (ATTRIBUTE_FILE, lambda t: t.replace("28\n", "29\n", 1), r"declares 29 images on line 1 but lists 28"),
-        (ATTRIBUTE_FILE, lambda t: "Bangs Smiling\n" + t, r"line 1 should be the number of images"),
-        (PARTITION_FILE, lambda t: t.replace("000005.jpg 0", "000005.jpg 3"), r"line 5 should be '<image> 0\|1\|2'"),
-        (PARTITION_FILE, lambda t: t.replace("000005.jpg 0\n", ""), r"'000005.jpg' has attributes but no partition"),
-        (PARTITION_FILE, lambda t: t + "999999.jpg 1\n", r"'999999.jpg' has a partition but no attributes"),
+        (ATTRIBUTE_FILE, lambda t: t.replace("28\n", "29\n", 1), r"line 1: the image count is 29; expected 28"),
+        (
+            ATTRIBUTE_FILE,
+            lambda t: "Bangs Smiling\n" + t,
+            r"line 1: image count is 'Bangs Smiling'; expected the number",
+        ),
+        (
+            PARTITION_FILE,
+            lambda t: t.replace("000005.jpg 0", "000005.jpg 3"),
+            r"line 5: partition is '3'; expected 0, 1 or 2",
+        ),
+        (
+            PARTITION_FILE,
+            lambda t: t.replace("000005.jpg 0\n", ""),
+            r"'000005.jpg' of list_attr_celeba.txt has no line",
+        ),
+        (
+            PARTITION_FILE,
+            lambda t: t + "999999.jpg 1\n",
+            r"line 29: image is '999999.jpg'; expected an image listed in",
+        ),
     ],
 )
 def test_bad_list_file_names_the_line(tiny_celeba: Path, tmp_path: Path, file: str, edit, message: str) -> None:
@@ -107,11 +123,17 @@ def test_teacher_outputs_round_trip_in_any_column_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name,Bangs,Blond_Hair,Eyeglasses\n", r"line 1 should start with the column 'image'"),
-        ("image,Bangs,Blond_Hair\n", r"lacks 'Eyeglasses'"),
-        ("image,Bangs,Blond_Hair,Eyeglasses\na.jpg,0.1,1.5,0\n", r"line 2 has a value outside \[0, 1\]"),
-        ("image,Bangs,Blond_Hair,Eyeglasses\na.jpg,0.1,0.5\n", r"line 2 has 3 fields; expected 4"),
-        ("image,Bangs,Blond_Hair,Eyeglasses\na.jpg,0,0,0\na.jpg,1,1,1\n", r"line 3 lists the image 'a.jpg' a second"),
+        ("name,Bangs,Blond_Hair,Eyeglasses\n", r"line 1: the first column is 'name'; expected 'image'"),
+        ("image,Bangs,Blond_Hair\n", r"has no column 'Eyeglasses'"),
+        (
+            "image,Bangs,Blond_Hair,Eyeglasses\na.jpg,0.1,1.5,0\n",
+            r"line 2: Blond_Hair is '1.5'; expected a probability in \[",
+        ),
+        ("image,Bangs,Blond_Hair,Eyeglasses\na.jpg,0.1,0.5\n", r"line 2: there are 3 fields; expected 4"),
+        (
+            "image,Bangs,Blond_Hair,Eyeglasses\na.jpg,0,0,0\na.jpg,1,1,1\n",
+            r"line 3: image is 'a.jpg'; expected each image once \(it is also on line 2",
+        ),
     ],
 )
 def test_bad_teacher_outputs(tmp_path: Path, text: str, message: str) -> None:

@@ -99,7 +99,7 @@ def read_names(root: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--model.hard_label_weight", "1.5"], r"hard_label_weight must be in \[0, 1\]; got 1.5"),
+        (["--model.hard_label_weight", "1.5"], r"--model.hard_label_weight is 1.5; expected a number in \[0, 1\]"),
         (["--data.unlabelled_root", "/no/such/dir"], r"unlabelled image folder '/no/such/dir' does not exist"),
         (["--data.teacher_outputs", "/no/t.csv"], r"teacher outputs file '/no/t.csv' does not exist"),
         (["--model.teacher", "/no/t.ckpt"], r"^error: The checkpoint '/no/t.ckpt' does not exist.$"),

@@ -40,11 +40,20 @@ def test_pairs_follow_the_sets_of_the_file(lfw: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda lines: ["10"] + lines[1:], r"line 1: expected the header '<sets> <pairs per set>'"),
-        (lambda lines: lines[:5] + ["Only_Name 1"] + lines[6:], r"line 6: expected 'Name i j' or 'Name1 i Name2 j'"),
-        (lambda lines: lines[:3] + [lines[3].rsplit("\t", 1)[0] + "\tx"] + lines[4:], r"line 4: 'x' is not an image"),
-        (lambda lines: lines[:2] + [lines[2].split("\t")[0] + "\t1\t9"] + lines[3:], r"line 3 names the image .*_0009"),
-        (lambda lines: lines[:-1], r"has 59 pair lines after its header '10 3'"),
+        (lambda lines: ["10"] + lines[1:], r"line 1: the header is '10'; expected '<sets> <pairs per set>'"),
+        (
+            lambda lines: lines[:5] + ["Only_Name 1"] + lines[6:],
+            r"line 6: there are 2 fields; expected 'Name1 i Name2 j'",
+        ),
+        (
+            lambda lines: lines[:3] + [lines[3].rsplit("\t", 1)[0] + "\tx"] + lines[4:],
+            r"line 4: image number is 'x'; expected an image number in \[1, 9999\]",
+        ),
+        (
+            lambda lines: lines[:2] + [lines[2].split("\t")[0] + "\t1\t9"] + lines[3:],
+            r"line 3: the image is '.*_0009.jpg'; expected an existing file",
+        ),
+        (lambda lines: lines[:-1], r"there are 59 pair lines after the header '10 3'; expected 60"),
     ],
 )
 def test_bad_pairs_file_names_the_line(lfw: Path, tmp_path: Path, edit, message: str) -> None:

@@ -105,10 +105,12 @@ def test_cells_csv_round_trip_and_bad_files(tmp_path: Path) -> None:
     assert same_cells(loaded, cells, tolerance_deg=1e-7)  # 7 decimals in the file
     lines = out.read_text().splitlines()
     (tmp_path / "overlap.csv").write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")
-    with pytest.raises(BadInputError, match="overlapping cells"):
+    with pytest.raises(
+        BadInputError, match=r"line 3: token is '\w+'; expected each token once \(it is also on line 2\)"
+    ):
         Partition.load_csv(tmp_path / "overlap.csv")
     (tmp_path / "token.csv").write_text(lines[0] + "\nxyz,3,0,0,0,0\n")
-    with pytest.raises(BadInputError, match=r"line 2: 'xyz' is not an S2 cell token"):
+    with pytest.raises(BadInputError, match=r"line 2: token is 'xyz'; expected the token of a valid S2 cell"):
         Partition.load_csv(tmp_path / "token.csv")
 
 
@@ -129,12 +131,12 @@ def test_csv_columns_by_name_and_extra_columns_ignored(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("IMG_ID,LAT\na.jpg,1\n", r"has no LON column"),
+        ("IMG_ID,LAT\na.jpg,1\n", r"line 1: the header 'IMG_ID,LAT' has no column 'LON'"),
         ("IMG_ID,LAT,LON\na.jpg,1,2\nb.jpg,90.5,2\n", r"line 3: LAT is '90.5'; expected a latitude in \[-90, 90\]"),
         ("IMG_ID,LAT,LON\na.jpg,1,-180.01\n", r"line 2: LON is '-180.01'; expected a longitude in \[-180, 180\]"),
         ("IMG_ID,LAT,LON\na.jpg,1,2\nb.jpg,nan,2\n", r"line 3: LAT is 'nan'"),
         ("IMG_ID,LAT,LON\na.jpg,north,2\n", r"line 2: LAT is 'north'"),
-        ("IMG_ID,LAT,LON\na.jpg,1,2\nb.jpg,1\n", r"line 3 has 2 fields; its LON column is missing"),
+        ("IMG_ID,LAT,LON\na.jpg,1,2\nb.jpg,1\n", r"line 3: LON is missing \(the line has 2 fields\)"),
         ("IMG_ID,LAT,LON\n", r"holds no photos"),
     ],
 )

@@ -427,4 +427,5 @@ def test_a_pairs_file_of_one_set_is_refused(faces: Path, tmp_path: Path, capsys:
     with pytest.raises(Exception, match=r"announces 1 set of pairs; LFW's protocol .* needs at least 2"):
         read_pairs(lfw)
     args = task_args("face_embedding", faces, tmp_path / "runs", "--data.lfw_root", str(lfw))
-    expect_one_sentence(face_embedding.main, ["fit", *args], r"pairs\.txt' line 1 announces 1 set of pairs", capsys)
+    pattern = r"pairs\.txt' line 1: the header announces 1 set of pairs"
+    expect_one_sentence(face_embedding.main, ["fit", *args], pattern, capsys)

@@ -53,7 +53,7 @@ def test_a_broken_stanford_dogs_split_file_is_named(
     shutil.copytree(tiny_dogs, root)
     split_file = truncate_file(root / "lists" / "train_list.mat", keep)
     args = ["fit", *tiny_run_args(root, tmp_path / "runs")]
-    expect_one_sentence(FINE_GRAINED.main, args, rf"{split_file}' is not a Stanford Dogs list", capsys)
+    expect_one_sentence(FINE_GRAINED.main, args, rf"Stanford Dogs list '{split_file}': it could not be read", capsys)
 
 
 def test_a_truncated_training_image_is_named(

@@ -9,6 +9,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
+from backbone.ranges import NonNegativeInt, PositiveInt, Resolution
 from datasets.base import OutputNames, TaskDataModule
 from datasets.coco.annotations import read_annotation_json
 from datasets.coco.dataset import CocoDetection, collate_detection, predict_transform
@@ -58,9 +59,9 @@ class CocoDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        resolution: int = 224,
-        batch_size: int = 16,
-        num_workers: int = 2,
+        resolution: Resolution = 224,
+        batch_size: PositiveInt = 16,
+        num_workers: NonNegativeInt = 2,
         predict_dir: str | None = None,
         augment: AugmentPolicy = "light",
         train_ann: str = "annotations/instances_train2017.json",

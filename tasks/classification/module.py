@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from backbone.mobilenet import Activation, MobileNetV1
+from backbone.ranges import NonNegativeFloat, PositiveInt, Share
 from backbone.weights import load_backbone_weights
 from tasks.base import TaskModule
 
@@ -43,13 +44,13 @@ class ClassificationModule(TaskModule):
 
     def __init__(
         self,
-        num_classes: int = 1000,
-        dropout: float = 0.001,
+        num_classes: PositiveInt = 1000,
+        dropout: Share = 0.001,
         activation: Activation = "relu6",
         full_conv: bool = False,
         shallow: bool = False,
-        label_smoothing: float = 0.0,
-        weight_decay: float = 0.01,
+        label_smoothing: Share = 0.0,
+        weight_decay: NonNegativeFloat = 0.01,
         backbone_weights: str | None = None,
         **kwargs: Any,
     ) -> None:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
+from backbone.ranges import PositiveInt, Probability, Share
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.detection.evaluation import CocoEvaluator, to_original_pixels
@@ -139,21 +140,21 @@ class DetectionModule(TaskModule):
 
     def __init__(
         self,
-        num_classes: int = 91,
+        num_classes: PositiveInt = 91,
         arch: Arch = "ssd300",
         backbone_weights: str | None = None,
         freeze_bn: bool | None = None,
-        lr_base_batch: int | None = LR_BASE_BATCH,
+        lr_base_batch: PositiveInt | None = LR_BASE_BATCH,
         optimizer: OptimizerCallable = sgd,
-        score_thresh: float = 0.01,
-        nms_thresh: float = 0.6,
-        detections_per_img: int = 100,
+        score_thresh: Probability = 0.01,
+        nms_thresh: Probability = 0.6,
+        detections_per_img: PositiveInt = 100,
         draw_predictions: bool = False,
-        draw_score_thresh: float = 0.5,
+        draw_score_thresh: Probability = 0.5,
         eval_backend: Literal["auto", "faster", "pycocotools"] = "auto",
         pr_curve: bool = False,
         init_from: str | None = None,
-        lr_decay_start: float = 0.5,
+        lr_decay_start: Share = 0.5,
         **kwargs: Any,
     ) -> None:
         kwargs["lr_decay_start"] = lr_decay_start

@@ -32,6 +32,7 @@ from torchmetrics import MeanMetric
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
+from backbone.ranges import PositiveFloat, Probability, Share
 from tasks.base import TaskModule
 from tasks.face_attributes.losses import attribute_loss, per_image_cross_entropy
 from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
@@ -80,9 +81,9 @@ class FaceAttributesModule(TaskModule):
         self,
         attribute_names: list[str] | None = None,
         teacher: str | None = None,
-        hard_label_weight: float = 0.0,
-        temperature: float = 1.0,
-        dropout: float = 0.001,
+        hard_label_weight: Probability = 0.0,
+        temperature: PositiveFloat = 1.0,
+        dropout: Share = 0.001,
         activation: Activation = "relu6",
         backbone_weights: str | None = None,
         **kwargs: Any,

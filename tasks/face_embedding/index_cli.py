@@ -10,6 +10,10 @@ images under a folder. Without ``--images``, build uses the built-in demo galler
 demo queries. An unreadable image is reported and skipped. ``results.csv`` has one row per query
 and rank: ``query,rank,identity,path,similarity`` (cosine similarity; rank 1 is the best); a
 query whose best similarity is under ``--threshold`` gets one row with identity ``unknown``.
+
+Every option has a declared range (``backbone.ranges``, and ``PARAM_RANGES`` for the index
+parameters), and every file a command writes is checked with ``tasks.outputs.check_output_file``
+before any image is embedded: bad input ends with one sentence and exit status 2.
 """
 
 from __future__ import annotations
@@ -28,17 +32,33 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from backbone.errors import BadInputError
+from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt, float_range
 from datasets.demo.cache import announce_demo
 from datasets.face_identities import describe_eval_transform, face_eval_transform
 from datasets.images import PredictFolder, collate_with_info
-from tasks.face_embedding.index import KINDS, FaceIndex, file_sha256, index_params, sidecar
+from tasks.face_embedding.index import (
+    KINDS,
+    PARAM_RANGES,
+    FaceIndex,
+    HnswDegree,
+    TrainSize,
+    file_sha256,
+    index_params,
+    sidecar,
+)
 from tasks.face_embedding.model import FaceEmbedder
 from tasks.face_embedding.module import load_face_embedder
-from tasks.outputs import write_json_atomic, write_text_atomic
+from tasks.outputs import check_output_file, write_json_atomic, write_text_atomic
 
 RESULT_COLUMNS = ("query", "rank", "identity", "path", "similarity")
 UNKNOWN = "unknown"
 SHOWN_QUERIES = 20  # rows of the table printed by search
+# --threshold: compared with cosine similarities; any finite number is meaningful (float32 rounding
+# puts an image's similarity with itself at 1.0000001, and a threshold above it rejects every match).
+Threshold = float_range()
+# The index parameters each option sets, by option name (their ranges: PARAM_RANGES).
+PARAM_OPTIONS = {"hnsw_m": "--hnsw-m", "ef_search": "--ef-search", "nlist": "--nlist", "pq_m": "--pq-m",
+                 "nprobe": "--nprobe", "train_size": "--train-size"}  # fmt: skip
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -133,12 +153,32 @@ def demo_folder(name: str) -> Path:
 
 
 # --- commands -------------------------------------------------------------------------------
+def check_index_options(args: argparse.Namespace, kind: str, embedding_size: int) -> None:
+    """The index options given, against the kind of index and the model, before any image is embedded."""
+    given = {name: getattr(args, name, None) for name in PARAM_OPTIONS}
+    for name, value in given.items():
+        if value is not None and name not in PARAM_RANGES[kind]:
+            users = [k for k, ranges in PARAM_RANGES.items() if name in ranges]
+            raise BadInputError(f"{PARAM_OPTIONS[name]} applies to --kind {users[0]}; the index is {kind}.")
+    if given["pq_m"] is not None and embedding_size % given["pq_m"]:
+        raise BadInputError(
+            f"--pq-m is {given['pq_m']}; expected a divisor of the model's embedding size {embedding_size}."
+        )
+    if given["train_size"] is not None and given["nlist"] is not None and given["train_size"] < given["nlist"]:
+        raise BadInputError(
+            f"--train-size is {given['train_size']}; expected at least --nlist = {given['nlist']} "
+            "(faiss trains each IVF cluster on its own vectors)."
+        )
+
+
 def build(args: argparse.Namespace) -> None:
-    out = Path(args.out)
+    out = check_output_file(args.out, "index file (--out)")
+    check_output_file(sidecar(out), "index metadata file (<out>.json)")
     existing = [p for p in (out, sidecar(out)) if p.exists()]
     if existing and not args.overwrite:
         raise BadInputError(f"{str(existing[0])!r} already exists; pass --overwrite to replace the index.")
     model, record = model_record(args.ckpt)
+    check_index_options(args, args.kind, record["embedding_size"])
     folder = Path(args.images) if args.images else demo_folder("gallery")
     vectors, identities, paths = gallery_faces(model, folder, record["resolution"], args)
     params = index_params(
@@ -157,8 +197,15 @@ def build(args: argparse.Namespace) -> None:
     print(f"Wrote {str(out)!r} ({args.kind}): {face_index.size} faces of {len(set(identities))} identities.")
 
 
+def check_rewrite(index: str) -> None:
+    """The index and its sidecar can be replaced (before any image is embedded)."""
+    check_output_file(index, "face index (--index)")
+    check_output_file(sidecar(index), "index metadata file")
+
+
 def add(args: argparse.Namespace) -> None:
     face_index = FaceIndex.load(args.index)
+    check_rewrite(args.index)
     model = index_model(face_index, args.ckpt, Path(args.index))
     vectors, identities, paths = gallery_faces(model, Path(args.images), face_index.meta["model"]["resolution"], args)
     face_index.add(vectors, identities, paths)
@@ -168,6 +215,7 @@ def add(args: argparse.Namespace) -> None:
 
 def remove(args: argparse.Namespace) -> None:
     face_index = FaceIndex.load(args.index)
+    check_rewrite(args.index)
     removed = {name: face_index.remove_identity(name) for name in args.identity}
     missing = [name for name, count in removed.items() if count == 0]
     if len(missing) == len(removed):
@@ -198,7 +246,11 @@ def search_rows(
 
 
 def search(args: argparse.Namespace) -> None:
+    check_output_file(args.out, "results file (--out)")
+    if args.json:
+        check_output_file(args.json, "results file (--json)")
     face_index = FaceIndex.load(args.index)
+    check_index_options(args, face_index.meta["kind"], face_index.meta["model"]["embedding_size"])
     model = index_model(face_index, args.ckpt, Path(args.index))
     folder = Path(args.images) if args.images else demo_folder("queries")
     params = face_index.meta["params"]
@@ -248,12 +300,12 @@ def print_summary(rows: list[dict[str, Any]], folder: Path, face_index: FaceInde
 
 # --- the command line -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tasks.face_embedding index", description=__doc__.split("\n")[0])
+    parser = OptionParser(prog="python -m tasks.face_embedding index", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--batch-size", type=int, default=64, help="images embedded at a time")
-        sub.add_argument("--num-workers", type=int, default=2, help="image-reading worker processes")
+        sub.add_argument("--batch-size", type=PositiveInt, default=64, help="images embedded at a time")
+        sub.add_argument("--num-workers", type=NonNegativeInt, default=2, help="image-reading worker processes")
 
     b = commands.add_parser("build", help="embed a gallery of <identity>/*.jpg and write a new index")
     b.add_argument("--ckpt", required=True, help="a checkpoint of tasks.face_embedding")
@@ -263,12 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--kind", choices=KINDS, default="flat", help="flat (exact), hnsw or ivfpq (see docs/face_embedding.md)"
     )
-    b.add_argument("--hnsw-m", type=int, help="HNSW graph degree (default 32)")
-    b.add_argument("--nlist", type=int, help="IVF clusters (default about 4 * sqrt(faces))")
-    b.add_argument("--pq-m", type=int, help="PQ bytes per face (default 16)")
-    b.add_argument("--train-size", type=int, help="IVF-PQ training sample (default all, at most 262144)")
-    b.add_argument("--ef-search", type=int, help="HNSW search breadth stored as the default (64)")
-    b.add_argument("--nprobe", type=int, help="IVF clusters visited per search stored as the default (16)")
+    b.add_argument("--hnsw-m", type=HnswDegree, help="HNSW graph degree, >= 2 (default 32)")
+    b.add_argument("--nlist", type=PositiveInt, help="IVF clusters (default about 4 * sqrt(faces))")
+    b.add_argument("--pq-m", type=PositiveInt, help="PQ bytes per face, a divisor of the embedding size (default 16)")
+    b.add_argument("--train-size", type=TrainSize, help="IVF-PQ training sample, >= 256 (default all, at most 262144)")
+    b.add_argument("--ef-search", type=PositiveInt, help="HNSW search breadth stored as the default (64)")
+    b.add_argument("--nprobe", type=PositiveInt, help="IVF clusters visited per search stored as the default (16)")
     common(b)
 
     a = commands.add_parser("add", help="embed more <identity>/*.jpg images into an index")
@@ -284,13 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = commands.add_parser("search", help="find the closest faces of every query image")
     s.add_argument("--index", required=True)
     s.add_argument("--images", help="a folder of query images; default: the demo queries")
-    s.add_argument("-k", "--k", type=int, default=5, help="matches per query")
+    s.add_argument("-k", "--k", type=PositiveInt, default=5, help="matches per query")
     s.add_argument("--out", default="results.csv", help="CSV: query,rank,identity,path,similarity")
-    s.add_argument("--threshold", type=float, help="best cosine similarity under this -> 'unknown'")
+    s.add_argument("--threshold", type=Threshold, help="best cosine similarity under this -> 'unknown'")
     s.add_argument("--json", help="also write the rows as JSON to this file")
     s.add_argument("--ckpt", help="the index's model (default: the checkpoint recorded in the index)")
-    s.add_argument("--ef-search", type=int, help="HNSW search breadth (default: the index's)")
-    s.add_argument("--nprobe", type=int, help="IVF clusters visited (default: the index's)")
+    s.add_argument("--ef-search", type=PositiveInt, help="HNSW search breadth (default: the index's)")
+    s.add_argument("--nprobe", type=PositiveInt, help="IVF clusters visited (default: the index's)")
     common(s)
     return parser
 

@@ -16,7 +16,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from backbone.ranges import float_range
+
 TRIPLET_MARGIN = 0.2  # FaceNet, Section 3.1 (alpha = 0.2)
+# Squared distances of unit vectors lie in [0, 4]: a margin above 4 could never be met.
+TripletMargin = float_range(0, 4)
 
 
 def squared_distances(embeddings: Tensor) -> Tensor:

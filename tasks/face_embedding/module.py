@@ -29,12 +29,13 @@ from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
+from backbone.ranges import NonNegativeFloat, PositiveInt, Share
 from backbone.weights import load_backbone_weights
 from datasets.face_identities import SOURCE_HELDOUT, SOURCE_LFW, FaceImages, batch_teacher, validates_on_lfw
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.distributed import broadcast_from_zero, gather_objects
-from tasks.face_embedding.losses import TRIPLET_MARGIN, distillation_loss, triplet_semihard_loss
+from tasks.face_embedding.losses import TRIPLET_MARGIN, TripletMargin, distillation_loss, triplet_semihard_loss
 from tasks.face_embedding.metrics import score_embedded
 from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
 from tasks.outputs import atomic_path
@@ -80,13 +81,13 @@ class FaceEmbeddingModule(TaskModule):
 
     def __init__(
         self,
-        embedding_size: int = EMBEDDING_SIZE,
-        margin: float = TRIPLET_MARGIN,
-        dropout: float = 0.0,
+        embedding_size: PositiveInt = EMBEDDING_SIZE,
+        margin: TripletMargin = TRIPLET_MARGIN,
+        dropout: Share = 0.0,
         activation: Activation = "relu6",
         teacher: str | None = None,
-        triplet_weight: float = 1.0,
-        distillation_weight: float = 1.0,
+        triplet_weight: NonNegativeFloat = 1.0,
+        distillation_weight: NonNegativeFloat = 1.0,
         backbone_weights: str | None = None,
         roc_curve: bool = False,
         optimizer: OptimizerCallable = adamw_1e2,
@@ -142,6 +143,26 @@ class FaceEmbeddingModule(TaskModule):
             )
         self.log("train_loss", loss, prog_bar=True)
         return loss
+
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and data is not None:
+            self._check_teacher(data)
+
+    def _check_teacher(self, data: Any) -> None:
+        """Before the first step: the teacher file's rows fit the student, and a run without the
+        triplet loss has a teacher (the data module has read the file by now)."""
+        train = data.dataset("train") if hasattr(data, "dataset") else None
+        given = getattr(train, "teacher", None)
+        if given is not None and given.shape[1] != self.hparams.embedding_size:
+            raise BadInputError(
+                f"The teacher embeddings file {str(data.teacher_embeddings)!r} holds {given.shape[1]}-d rows; "
+                f"expected {self.hparams.embedding_size}-d ones, the student's --model.embedding_size."
+            )
+        if self.hparams.triplet_weight <= 0 and given is None and self.teacher is None:
+            raise BadInputError(
+                "--model.triplet_weight 0 needs a teacher (--model.teacher or --data.teacher_embeddings)."
+            )
 
     # --- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any]) -> None:

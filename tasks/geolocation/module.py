@@ -28,6 +28,7 @@ from torch import Tensor
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
+from backbone.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt, Share
 from datasets.geo_partition import Partition
 from datasets.s2cells import to_tokens
 from tasks.base import TaskModule
@@ -62,15 +63,15 @@ class GeolocationModule(TaskModule):
 
     def __init__(
         self,
-        num_cells: int = 1,
-        coarse_num_cells: list[int] | None = None,
-        dropout: float = 0.001,
+        num_cells: NonNegativeInt = 1,
+        coarse_num_cells: list[PositiveInt] | None = None,
+        dropout: Share = 0.001,
         activation: Activation = "relu6",
-        label_smoothing: float = 0.0,
-        weight_decay: float = 0.01,
+        label_smoothing: Share = 0.0,
+        weight_decay: NonNegativeFloat = 0.01,
         backbone_weights: str | None = None,
         predict_location: Literal["centroid", "center"] = "centroid",
-        top_k: int = 5,
+        top_k: PositiveInt = 5,
         error_curve: bool = False,
         **kwargs: Any,
     ) -> None:

@@ -6,7 +6,8 @@ Reads the ``IMG_ID,LAT,LON`` CSV (columns by name; only LAT and LON are kept in 
 every cell holding more than ``--max-photos`` (T1) photos, starting from ``--min-level`` (0: the
 six cube faces), drops the cells holding fewer than ``--min-photos`` (T2), and writes one row per
 cell (``token,count,lat,lon,center_lat,center_lon``) atomically. The file is what
-``--data.cells`` takes. Bad input ends with one sentence and exit status 2.
+``--data.cells`` takes. Bad input (an option out of its range, an ``--out`` that is a folder, a
+CSV row out of its declared format) ends with one sentence and exit status 2 before any work.
 """
 
 from __future__ import annotations
@@ -18,31 +19,33 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backbone.errors import BadInputError
-from datasets.geo_partition import PLANET_MAX_PHOTOS, PLANET_MIN_PHOTOS, build_partition, check_thresholds
+from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt
+from datasets.geo_partition import PLANET_MAX_PHOTOS, PLANET_MIN_PHOTOS, S2Level, build_partition, check_thresholds
 from datasets.geo_photos import read_geo_csv
 from tasks.geolocation.writer import write_cells_csv
+from tasks.outputs import check_output_file
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OptionParser(
         prog="python -m tasks.geolocation partition",
         description="PlaNet's adaptive S2 partition of geotagged photos (Weyand et al. 2016, Sec. 3).",
     )
     parser.add_argument("--csv", type=Path, required=True, help="photo CSV with IMG_ID,LAT,LON columns (by name)")
     parser.add_argument(
         "--max-photos",
-        type=int,
+        type=PositiveInt,
         default=PLANET_MAX_PHOTOS,
         help="T1: split a cell holding more photos (default: %(default)s, PlaNet)",
     )
     parser.add_argument(
         "--min-photos",
-        type=int,
+        type=NonNegativeInt,
         default=PLANET_MIN_PHOTOS,
         help="T2: drop cells holding fewer photos (default: %(default)s, PlaNet)",
     )
     parser.add_argument(
-        "--min-level", type=int, default=0, help="S2 level every photo starts at (default: 0, the cube faces)"
+        "--min-level", type=S2Level, default=0, help="S2 level every photo starts at (default: 0, the cube faces)"
     )
     parser.add_argument("--out", type=Path, required=True, help="the cells CSV to write")
     parser.add_argument(
@@ -58,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         check_thresholds(args.max_photos, args.min_photos, args.min_level)
+        check_output_file(args.out, "cells file (--out)")
         start = time.perf_counter()
         table = read_geo_csv(args.csv, with_ids=False)
         read = time.perf_counter() - start
