@@ -2,7 +2,7 @@
 
 Usage from a LightningModule::
 
-    self.evaluator = CocoEvaluator(datamodule.val_coco, datamodule.label_to_category_id)
+    self.evaluator = CocoEvaluator(datamodule.val_ground_truth, datamodule.label_to_category_id)
     # validation_step:  self.evaluator.update(model(images), targets)
     # on_validation_epoch_end:  self.log_dict(self.evaluator.compute()); self.evaluator.reset()
 
@@ -15,6 +15,9 @@ the images seen, so a run limited to part of val (``limit_val_batches``) is scor
 12 numbers (and on request ``AP/<category name>``, read from COCOeval's precision array) are then
 broadcast so every rank logs the same values.
 
+The ground truth is the data module's annotation dict (``CocoDataModule.val_ground_truth``); the
+evaluator indexes it once, with the library that scores it, and reuses the index.
+
 Backend: faster-coco-eval (a C++ port that gives the same numbers as pycocotools, several times
 faster on COCO val), falling back to pycocotools if it cannot be imported.
 """
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from datasets.coco.annotations import coco_from_dict
+from datasets.coco.annotations import read_annotation_json
 from tasks.distributed import broadcast_from_zero, gather_objects, global_rank
 from tasks.outputs import write_json_atomic
 
@@ -59,8 +61,7 @@ def _gt_dataset(coco_gt: Any) -> dict[str, Any]:
     if isinstance(coco_gt, Mapping):
         return dict(coco_gt)
     if isinstance(coco_gt, (str, os.PathLike)):
-        with open(coco_gt, "rb") as handle:
-            return json.load(handle)
+        return read_annotation_json(coco_gt)
     dataset = getattr(coco_gt, "dataset", None)
     if not isinstance(dataset, Mapping):
         raise TypeError(f"Expected a COCO object, an annotation dict or a path for the ground truth, got {coco_gt!r}.")
@@ -84,11 +85,16 @@ def _backend(name: str) -> tuple[type, type]:
 
 
 def load_ground_truth(coco_gt: Any, backend: str = "auto") -> Any:
-    """The ground truth as a ``COCO`` index of ``backend``'s library (built once, then reused)."""
+    """The ground truth as a ``COCO`` index of ``backend``'s library: the one place an index is
+    built (from the annotation dict, without a second JSON read or the "creating index" prints)."""
     coco_cls, _ = _backend(backend)
     if isinstance(coco_gt, coco_cls):
         return coco_gt
-    return coco_from_dict(_gt_dataset(coco_gt), coco_cls)
+    index = coco_cls()
+    index.dataset = _gt_dataset(coco_gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        index.createIndex()
+    return index
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,8 @@ class CocoEvaluator:
     """Accumulates detections over an epoch and returns the 12 COCO stats (see module docstring).
 
     Args:
-        coco_gt: the ground truth (``CocoDataModule.val_coco``, an annotation dict or a path).
+        coco_gt: the ground truth: an annotation dict (``CocoDataModule.val_ground_truth``), a
+            ``COCO`` index of the backend's library, or a path; indexed once, on first compute.
         label_to_category_id: contiguous label (1..K) -> COCO category id
             (``CocoDataModule.label_to_category_id``); a sequence means label i+1 -> seq[i].
         backend: "auto", "faster" or "pycocotools".
