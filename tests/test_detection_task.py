@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -202,3 +203,28 @@ def test_ddp_two_processes_give_the_same_stats(tiny_coco: Path, fitted: Path, tm
     # The gathered results file holds every image's detections once, whatever the rank split.
     per_image = [sorted((r["image_id"], r["category_id"]) for r in results[d][1]) for d in ("1", "2")]
     assert per_image[0] == per_image[1]
+
+
+def test_the_ground_truth_is_indexed_once_by_the_evaluator(
+    tiny_coco: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit with several validations builds one ground-truth index (the evaluator's, with its
+    backend); the data side keeps the cleaned annotation dict, no pycocotools index of its own."""
+    import faster_coco_eval.core.coco as faster_coco
+    import pycocotools.coco as pycoco
+
+    built: list[str] = []
+    for module in (pycoco, faster_coco):
+        original = module.COCO.createIndex
+
+        def counting(self: Any, *args: Any, _original: Any = original, _name: str = module.__name__) -> Any:
+            annotations = self.dataset.get("annotations", [])
+            if not any("score" in a for a in annotations):  # loadRes indexes the detections too
+                built.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(module.COCO, "createIndex", counting)
+    runs = tmp_path / "runs"
+    detection.main(["fit", *fast_args(tiny_coco, runs, "--trainer.max_epochs", "3")])
+    assert json.loads((newest_log_dir(runs) / "metrics.json").read_text())["global_step"] == 6  # 3 validations
+    assert built == ["faster_coco_eval.core.coco"]
