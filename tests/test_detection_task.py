@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from tasks.detection import module as detection
 from tasks.detection.evaluation import STAT_NAMES
@@ -114,6 +117,39 @@ def test_test_writes_a_coco_results_file(tiny_coco: Path, fitted: Path, tmp_path
         x, y, w, h = r["bbox"]
         assert 0 <= x <= x + w <= 96.01 and 0 <= y <= y + h <= 80.01
     assert not list(log_dir.glob(".*.tmp"))  # atomic: no temporary file left behind
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "auto"])
+def test_the_reported_figures_are_those_of_the_written_file(
+    backend: str, tiny_coco: Path, fitted: Path, tmp_path: Path
+) -> None:
+    """Issue 16: a user who scores ``detections.json`` with pycocotools gets ``metrics.json``'s figures.
+
+    The file used to round scores to 5 decimals (ties the model never made) while the metric used
+    the unrounded values. With the pycocotools backend the figures are equal to the last bit;
+    faster-coco-eval (the default) computes the same precision array in C++, in another order of
+    summation, so its figures may differ in the 16th digit.
+    """
+    out = tmp_path / "test"
+    ckpt = str(fitted / "checkpoints" / "last.ckpt")
+    # A low score floor: a barely trained model's many low, close scores are what rounding tied.
+    args = ["--ckpt_path", ckpt, "--model.score_thresh", "0.0001", "--model.eval_backend", backend]
+    detection.main(["test", *fast_args(tiny_coco, out, *args)])
+    log_dir = newest_log_dir(out)
+    reported = json.loads((log_dir / "metrics.json").read_text())["metrics"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tiny_coco / "annotations" / "instances_val2017.json"))
+        evaluation = COCOeval(gt, gt.loadRes(str(log_dir / "detections.json")), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    scored = dict(zip(STAT_NAMES, (float(v) for v in evaluation.stats), strict=True))
+    assert scored["mAP"] > 0  # the model found something: the figures are not all zero
+    if backend == "pycocotools":
+        assert {name: reported[name] for name in STAT_NAMES} == scored
+    else:
+        for name in STAT_NAMES:
+            assert reported[name] == pytest.approx(scored[name], rel=0, abs=1e-12), name
 
 
 def test_predict_writes_json_and_pngs(tiny_coco: Path, fitted: Path, tmp_path: Path) -> None:
