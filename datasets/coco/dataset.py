@@ -21,6 +21,7 @@ from datasets.coco.transforms import (
     detection_transform,
     finalize_boxes,
     resize_only,
+    seed_augmentation,
     to_tensor,
 )
 from datasets.images import read_rgb_array
@@ -122,6 +123,9 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
                 f"and clipped {n_clipped} boxes to their image."
             )
         self.transform = detection_transform(self.resolution, augment)
+        # Seeded from the run's seed: augmenting in the main process (--data.num_workers 0) then
+        # repeats from run to run; DataLoader workers re-seed it (worker_init).
+        seed_augmentation(self.transform)
 
     @property
     def num_classes(self) -> int:
