@@ -46,6 +46,10 @@ class MetricsJSON(Callback):
     Scripts and people read results from this file rather than from a progress bar. During
     ``fit`` the file holds the latest validation. Only rank 0 writes; the metrics it writes are
     already reduced over all ranks by the task's metric objects.
+
+    It also says what a CPU run's figures depend on beyond the seed: ``torch_threads`` (the same
+    seed trains other bits on 1 thread than on 2: a convolution's gradient sums are split
+    differently) and ``cpu_capability`` (the kernels' instruction set, e.g. AVX2 or AVX512).
     """
 
     def _write(self, trainer: Trainer, stage: str) -> None:
@@ -59,6 +63,8 @@ class MetricsJSON(Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "metrics": scalar_metrics(trainer.callback_metrics),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         }
         if trainer.ckpt_path:
             payload["checkpoint"] = str(trainer.ckpt_path)

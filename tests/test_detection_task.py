@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -91,6 +92,8 @@ def fitted(tiny_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_logs_the_12_coco_stats_and_checkpoints(fitted: Path) -> None:
     metrics = json.loads((newest_log_dir(fitted) / "metrics.json").read_text())
     assert metrics["stage"] == "validate" and metrics["global_step"] == 4
+    # what the figures depend on beyond the seed, on a CPU
+    assert metrics["torch_threads"] == torch.get_num_threads() and metrics["cpu_capability"]
     assert set(STAT_NAMES) <= set(metrics["metrics"])
     assert all(-1.0 <= metrics["metrics"][name] <= 1.0 for name in STAT_NAMES)
     assert (fitted / "checkpoints" / "last.ckpt").is_file()
