@@ -43,7 +43,7 @@ from torchvision.transforms import v2
 from datasets.coco import CocoDataModule, collate_detection
 from datasets.coco.annotations import read_annotation_json
 from datasets.demo.coco_shapes import ensure_shapes_set
-from tasks.detection.evaluation import CocoEvaluator
+from tasks.detection.evaluation import CocoEvaluator, load_ground_truth
 from tasks.detection.ssd import build_ssd300
 from tasks.optim import param_groups, warmup_cosine
 
@@ -165,9 +165,10 @@ def evaluate(model: nn.Module, loader: DataLoader, data: CocoDataModule) -> dict
     model.eval()
     outputs: list[tuple[list[dict[str, Tensor]], list[dict[str, Any]]]] = []
     results: dict[str, dict[str, float]] = {}
+    ground_truth = load_ground_truth(data.val_ground_truth)  # indexed once for every setting
     for name, score, nms, dets in EVAL_SETTINGS:
         model.score_thresh, model.nms_thresh, model.detections_per_img = score, nms, dets
-        evaluator = CocoEvaluator(data.val_coco, data.label_to_category_id)
+        evaluator = CocoEvaluator(ground_truth, data.label_to_category_id)
         outputs = [(model(list(images)), targets) for images, targets in loader]
         for predictions, targets in outputs:
             evaluator.update(predictions, targets)

@@ -8,7 +8,9 @@ the second generated set (``datasets.demo.coco_shapes``; ``--root`` for another)
 process, one after the other, then is scored on val (COCO mAP). The loop variants are
 ``benchmarks.detection_minimal_loop`` with one switch each; ``task`` is ``python -m
 tasks.detection fit --trainer.max_steps STEPS`` with every default (``task_cosine``: the old
-default schedule). The table gives mAP and
+default schedule), launched by ``benchmarks.task_runs.fit_in_subprocess`` as the seeds script's
+runs are. ``--threads N`` runs every variant with ``OMP_NUM_THREADS=N`` (each record keeps its
+thread count: on CPU it changes the trained bits as a seed does). The table gives mAP and
 mAP@0.5 of each, and the loop's weights under the other evaluation settings (no retraining).
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.task_runs import ROOT, fit_in_subprocess, run_env, run_threads
 
 TASK = "tasks.detection"  # a variant whose arguments start with this is the task's own fit
 # name -> (what it changes, arguments of benchmarks.detection_minimal_loop or of the task's fit).
@@ -47,30 +48,28 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 def run_variant(name: str, args: argparse.Namespace, root: str) -> dict[str, Any]:
-    """Train and score one variant in a subprocess; its record (mAP, mAP50, steps, seconds)."""
+    """Train and score one variant in a subprocess; its record (mAP, mAP50, steps, threads, seconds)."""
     _, switches = VARIANTS[name]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="det-ablation-") as tmp:
         if switches[:1] == [TASK]:
-            command = [sys.executable, "-m", TASK, "fit", "--data.root", root, *switches[1:]]
-            command += ["--backbone", str(args.width)]
-            command += ["--trainer.max_steps", str(args.steps), "--seed_everything", str(args.seed)]
-            command += ["--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false"]
-            subprocess.run(command, check=True, cwd=ROOT, env=env)
-            metrics = json.loads(max(Path(tmp).glob("lightning_logs/version_*/metrics.json")).read_text())
-            evals = {"project (0.01, NMS 0.6, 100)": metrics["metrics"]}
-            steps = int(metrics["global_step"])
+            task_args = ["--data.root", root, *switches[1:], "--backbone", str(args.width)]
+            task_args += ["--trainer.max_steps", str(args.steps), "--seed_everything", str(args.seed)]
+            run = fit_in_subprocess("detection", task_args, Path(tmp), args.threads)
+            evals = {"project (0.01, NMS 0.6, 100)": run.metrics}
+            steps, threads = run.global_step, run.threads
         else:
             out = Path(tmp) / "record.json"
             command = [sys.executable, "-m", "benchmarks.detection_minimal_loop", "--root", root]
             command += ["--steps", str(args.steps), "--width", str(args.width), "--seed", str(args.seed)]
             command += ["--json", str(out), *switches]
+            env = run_env(args.threads)
             subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
             record = json.loads(out.read_text())[0]
-            evals, steps = record["eval"], int(record["steps"])
+            evals, steps, threads = record["eval"], int(record["steps"]), run_threads(env)
     seconds = time.perf_counter() - start
-    return {"variant": name, "steps": steps, "seconds": seconds, "seed": args.seed, "root": root, "eval": evals}
+    return {"variant": name, "steps": steps, "seconds": seconds, "seed": args.seed, "root": root,
+            "threads": threads, "eval": evals}  # fmt: skip
 
 
 def table(records: Sequence[dict[str, Any]]) -> str:
@@ -95,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default=None, help="a COCO-layout set; default: the second generated set")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="append every variant's record to this JSON list")
     parser.add_argument("--table", type=Path, default=None, help="only print the table of this JSON")
     args = parser.parse_args(argv)

@@ -1,30 +1,31 @@
 """The detection figures of docs/detection.md in one command: the default fit, 3 seeds, on the demo and the second set.
 
     python scripts/detection_seeds.py --backbone 0.5 0.75                  # code defaults (300 steps)
+    python scripts/detection_seeds.py --backbone 0.75 --sets demo --threads 1
     python scripts/detection_seeds.py --backbone 0.5 -- --trainer.max_time 00:00:08:00
 
 Each run is ``python -m tasks.detection fit --backbone A --seed_everything S`` (plus the arguments
 after ``--``) on the built-in demo and on the second generated set (``datasets.demo.coco_shapes``),
-one after the other, in its own process and run folder (``runs/detection-seeds/<set>-<A>-<seed>``).
-The table gives, per set and width, the median over seeds of the final validation's mAP and
-mAP@0.5 with their spread (min-max), the steps run and the wall time; ``--json`` also keeps every
-run (``--table FILE`` prints the table of such a file again).
+one after the other, in its own process and run folder (``runs/detection-seeds/<set>-<A>-<seed>``),
+launched by ``benchmarks.task_runs.fit_in_subprocess``. ``--threads N`` runs them with
+``OMP_NUM_THREADS=N``: on CPU the thread count changes the trained bits as a seed does, so a figure
+is reproduced by the same seed *and* thread count (the table says which). The table gives, per
+set and width, the median over seeds of the final validation's mAP and mAP@0.5 with their spread
+(min-max), the steps run, the threads and the wall time; ``--json`` also keeps every run
+(``--table FILE`` prints the table of such a file again).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.task_runs import ROOT, fit_in_subprocess
 
 
 def set_root(name: str) -> str | None:
@@ -36,29 +37,23 @@ def set_root(name: str) -> str | None:
     return str(ensure_shapes_set())
 
 
-def fit(set_name: str, seed: int, backbone: float, runs: Path, extra: Sequence[str]) -> dict[str, Any]:
-    """One default fit in a subprocess; its final ``metrics.json`` and wall time."""
-    folder = runs / f"{set_name}-{backbone:g}-{seed}"
-    command = [sys.executable, "-m", "tasks.detection", "fit", "--backbone", str(backbone)]
-    command += ["--seed_everything", str(seed), "--trainer.default_root_dir", str(folder)]
-    command += ["--trainer.enable_progress_bar", "false"]
+def fit(
+    set_name: str, seed: int, backbone: float, runs: Path, extra: Sequence[str], threads: int | None = None
+) -> dict[str, Any]:
+    """One default fit in a subprocess; its final ``metrics.json``, steps, threads and wall time."""
+    args = ["--backbone", str(backbone), "--seed_everything", str(seed)]
     root = set_root(set_name)
     if root is not None:
-        command += ["--data.root", root]
-    command += list(extra)
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.perf_counter() - start
-    newest = max(folder.glob("lightning_logs/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    metrics = json.loads(newest.read_text())
-    return {"set": set_name, "backbone": backbone, "seed": seed, "seconds": seconds,
-            "global_step": metrics["global_step"], "metrics": metrics["metrics"], "command": command}  # fmt: skip
+        args += ["--data.root", root]
+    run = fit_in_subprocess("detection", [*args, *extra], runs / f"{set_name}-{backbone:g}-{seed}", threads)
+    return {"set": set_name, "backbone": backbone, "seed": seed, **run.as_dict()}
 
 
 def summary(runs: list[dict[str, Any]]) -> str:
-    """A markdown table: per set and width, median (min-max) of mAP and mAP@0.5 over seeds, steps, time."""
-    lines = ["| set | α | seeds | mAP median (min-max) | mAP@0.5 median (min-max) | steps | wall time median |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    """A markdown table: per set and width, median (min-max) of mAP and mAP@0.5 over seeds, steps,
+    threads, time."""
+    lines = ["| set | α | seeds | mAP median (min-max) | mAP@0.5 median (min-max) | steps | threads "
+             "| wall time median |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, backbone in dict.fromkeys((r["set"], r.get("backbone", 0.5)) for r in runs):
         rows = [r for r in runs if r["set"] == name and r.get("backbone", 0.5) == backbone]
 
@@ -67,10 +62,11 @@ def summary(runs: list[dict[str, Any]]) -> str:
             return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
         steps = sorted({r["global_step"] for r in rows})
+        threads = sorted({str(r.get("threads", "?")) for r in rows})
         minutes = statistics.median(r["seconds"] for r in rows) / 60
         lines.append(
             f"| {name} | {backbone:g} | {len(rows)} | {spread('mAP')} | {spread('mAP50')} | "
-            f"{'/'.join(map(str, steps))} | {minutes:.1f} min |"
+            f"{'/'.join(map(str, steps))} | {'/'.join(threads)} | {minutes:.1f} min |"
         )
     return "\n".join(lines)
 
@@ -84,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sets", nargs="+", choices=["demo", "shapes"], default=["demo", "shapes"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "detection-seeds")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run here")
     parser.add_argument("--table", type=Path, default=None, help="only print the table of this --json file")
     args = parser.parse_args(own)
@@ -91,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         runs = json.loads(args.table.read_text())
         print(summary(runs))
         return runs
-    runs = [fit(s, seed, a, args.runs, extra) for a in args.backbone for s in args.sets for seed in args.seeds]
+    runs = [
+        fit(s, seed, a, args.runs, extra, args.threads) for a in args.backbone for s in args.sets for seed in args.seeds
+    ]
     print(summary(runs))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,10 @@ class MetricsJSON(Callback):
     ``fit`` the file holds the latest validation. It is strict JSON: a metric that is not a
     finite number (a NaN AP of a class with no positives ...) is written as ``null``. Only rank 0
     writes; the metrics it writes are already reduced over all ranks by the task's metric objects.
+
+    It also says what a CPU run's figures depend on beyond the seed: ``torch_threads`` (the same
+    seed trains other bits on 1 thread than on 2: a convolution's gradient sums are split
+    differently) and ``cpu_capability`` (the kernels' instruction set, e.g. AVX2 or AVX512).
     """
 
     def _write(self, trainer: Trainer, stage: str) -> None:
@@ -61,6 +65,8 @@ class MetricsJSON(Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "metrics": scalar_metrics(trainer.callback_metrics),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         }
         if trainer.ckpt_path:
             payload["checkpoint"] = str(trainer.ckpt_path)

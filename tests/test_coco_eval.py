@@ -188,13 +188,13 @@ def test_labels_and_boxes_map_back_to_coco() -> None:
     evaluator = CocoEvaluator(gt, {1: 3, 2: 8, 3: 21})
     for i in range(0, len(preds), 5):  # a few "batches"
         evaluator.update(preds[i : i + 5], targets[i : i + 5])
-    records = evaluator.local_detections()
-    by_key = {(r["image_id"], r["category_id"], round(r["bbox"][0], 3)): r for r in records}
+    records = evaluator.local_detections()  # boxes to 0.01 px, as the results file holds them
+    by_key = {(r["image_id"], r["category_id"], round(r["bbox"][0])): r for r in records}
     for ann in gt["annotations"]:
         if ann["iscrowd"]:
             continue
-        record = by_key[(ann["image_id"], ann["category_id"], round(ann["bbox"][0], 3))]
-        assert np.allclose(record["bbox"], ann["bbox"], atol=1e-4)
+        record = by_key[(ann["image_id"], ann["category_id"], round(ann["bbox"][0]))]
+        assert np.allclose(record["bbox"], ann["bbox"], atol=0.005 + 1e-9)
     assert {r["category_id"] for r in records} <= set(CATEGORY_IDS)
     assert evaluator.compute()["mAP"] == pytest.approx(1.0)
 

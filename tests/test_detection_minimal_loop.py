@@ -63,12 +63,36 @@ def test_seed_table_gives_median_and_spread() -> None:
             "seed": s,
             "seconds": 60.0 * (s + 1),
             "global_step": 300,
+            "threads": 1,
             "metrics": {"mAP": m, "mAP50": m + 0.3},
         }
         for s, m in enumerate((0.40, 0.50, 0.45))
     ]
     table = summary(runs)
-    assert "| demo | 0.75 | 3 | 0.450 (0.400-0.500) | 0.750 (0.700-0.800) | 300 | 2.0 min |" in table.splitlines()
+    assert "| demo | 0.75 | 3 | 0.450 (0.400-0.500) | 0.750 (0.700-0.800) | 300 | 1 | 2.0 min |" in table.splitlines()
+
+
+def test_both_scripts_launch_a_fit_through_one_helper(shapes: Path, tmp_path: Path) -> None:
+    """``fit_in_subprocess`` (what detection_seeds.py and detection_ablation.py run): the final
+    metrics of the run it launched, not of an older run in the same folder, and its thread count."""
+    from benchmarks.task_runs import fit_in_subprocess
+
+    older = tmp_path / "runs" / "lightning_logs" / "version_7"
+    older.mkdir(parents=True)
+    (older / "metrics.json").write_text(json.dumps({"global_step": 999, "metrics": {"mAP": 1.0}}))
+    args = ["--data.root", str(shapes), "--backbone", "0.25", "--resolution", "64", "--data.batch_size", "4"]
+    args += ["--data.num_workers", "0", "--trainer.max_steps", "2", "--trainer.enable_model_summary", "false"]
+    run = fit_in_subprocess("detection", args, tmp_path / "runs", threads=1, quiet=True)
+    assert run.global_step == 2 and set(STAT_NAMES) <= set(run.metrics) and run.threads == 1
+    assert Path(run.log_dir).name == "version_8" and run.command[1:4] == ["-m", "tasks.detection", "fit"]
+
+
+def test_the_scripts_use_the_one_helper() -> None:
+    import scripts.detection_ablation as ablation
+    import scripts.detection_seeds as seeds
+    from benchmarks.task_runs import fit_in_subprocess
+
+    assert seeds.fit_in_subprocess is fit_in_subprocess and ablation.fit_in_subprocess is fit_in_subprocess
 
 
 def test_ablation_table_lists_every_variant_and_the_loop_under_each_evaluation() -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from tasks.detection.evaluation import STAT_NAMES
 from tasks.detection.task import TASK as DETECTION
@@ -84,6 +89,8 @@ def fitted(tiny_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_logs_the_12_coco_stats_and_checkpoints(fitted: Path) -> None:
     metrics = json.loads((newest_log_dir(fitted) / "metrics.json").read_text())
     assert metrics["stage"] == "validate" and metrics["global_step"] == 4
+    # what the figures depend on beyond the seed, on a CPU
+    assert metrics["torch_threads"] == torch.get_num_threads() and metrics["cpu_capability"]
     assert set(STAT_NAMES) <= set(metrics["metrics"])
     assert all(-1.0 <= metrics["metrics"][name] <= 1.0 for name in STAT_NAMES)
     assert (fitted / "checkpoints" / "last.ckpt").is_file()
@@ -110,6 +117,39 @@ def test_test_writes_a_coco_results_file(tiny_coco: Path, fitted: Path, tmp_path
         x, y, w, h = r["bbox"]
         assert 0 <= x <= x + w <= 96.01 and 0 <= y <= y + h <= 80.01
     assert not list(log_dir.glob(".*.tmp"))  # atomic: no temporary file left behind
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "auto"])
+def test_the_reported_figures_are_those_of_the_written_file(
+    backend: str, tiny_coco: Path, fitted: Path, tmp_path: Path
+) -> None:
+    """Issue 16: a user who scores ``detections.json`` with pycocotools gets ``metrics.json``'s figures.
+
+    The file used to round scores to 5 decimals (ties the model never made) while the metric used
+    the unrounded values. With the pycocotools backend the figures are equal to the last bit;
+    faster-coco-eval (the default) computes the same precision array in C++, in another order of
+    summation, so its figures may differ in the 16th digit.
+    """
+    out = tmp_path / "test"
+    ckpt = str(fitted / "checkpoints" / "last.ckpt")
+    # A low score floor: a barely trained model's many low, close scores are what rounding tied.
+    args = ["--ckpt_path", ckpt, "--model.score_thresh", "0.0001", "--model.eval_backend", backend]
+    DETECTION.main(["test", *fast_args(tiny_coco, out, *args)])
+    log_dir = newest_log_dir(out)
+    reported = json.loads((log_dir / "metrics.json").read_text())["metrics"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tiny_coco / "annotations" / "instances_val2017.json"))
+        evaluation = COCOeval(gt, gt.loadRes(str(log_dir / "detections.json")), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    scored = dict(zip(STAT_NAMES, (float(v) for v in evaluation.stats), strict=True))
+    assert scored["mAP"] > 0  # the model found something: the figures are not all zero
+    if backend == "pycocotools":
+        assert {name: reported[name] for name in STAT_NAMES} == scored
+    else:
+        for name in STAT_NAMES:
+            assert reported[name] == pytest.approx(scored[name], rel=0, abs=1e-12), name
 
 
 def test_predict_writes_json_and_pngs(tiny_coco: Path, fitted: Path, tmp_path: Path) -> None:
@@ -199,3 +239,28 @@ def test_ddp_two_processes_give_the_same_stats(tiny_coco: Path, fitted: Path, tm
     # The gathered results file holds every image's detections once, whatever the rank split.
     per_image = [sorted((r["image_id"], r["category_id"]) for r in results[d][1]) for d in ("1", "2")]
     assert per_image[0] == per_image[1]
+
+
+def test_the_ground_truth_is_indexed_once_by_the_evaluator(
+    tiny_coco: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit with several validations builds one ground-truth index (the evaluator's, with its
+    backend); the data side keeps the cleaned annotation dict, no pycocotools index of its own."""
+    import faster_coco_eval.core.coco as faster_coco
+    import pycocotools.coco as pycoco
+
+    built: list[str] = []
+    for module in (pycoco, faster_coco):
+        original = module.COCO.createIndex
+
+        def counting(self: Any, *args: Any, _original: Any = original, _name: str = module.__name__) -> Any:
+            annotations = self.dataset.get("annotations", [])
+            if not any("score" in a for a in annotations):  # loadRes indexes the detections too
+                built.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(module.COCO, "createIndex", counting)
+    runs = tmp_path / "runs"
+    DETECTION.main(["fit", *fast_args(tiny_coco, runs, "--trainer.max_epochs", "3")])
+    assert json.loads((newest_log_dir(runs) / "metrics.json").read_text())["global_step"] == 6  # 3 validations
+    assert built == ["faster_coco_eval.core.coco"]

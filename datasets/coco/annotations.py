@@ -1,88 +1,111 @@
-"""Reading a COCO instances JSON: the checked records, the cleaned boxes, the pycocotools index."""
+"""Reading a COCO instances JSON: its declared format, the one reader, the cleaned boxes.
+
+The format (``INSTANCES``) is declared once, as data, and every file is held to it by the one
+checker (``datasets.json_schema.check``) before anything else reads it: the keys each record needs,
+their JSON types (a number written as a string is refused, not coerced), ``bbox`` lists of 4
+numbers, image sizes above 0, integer ids, unique ids of images, annotations and categories, and
+every annotation's ``image_id`` / ``category_id`` naming a listed image / category. A departure ends
+in one sentence naming the file, the record and the key.
+
+What the format does not refuse is a box's geometry: a box with no width or height, or sticking out
+of its image, is dropped or clipped when reading (``clean_boxes``) and counted in one warning per
+file, as torchvision's COCO references do; real COCO 2017 holds a few such boxes.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from contextlib import redirect_stdout
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools.coco import COCO
 
-from backbone.errors import BadInputError
+from datasets.json_schema import Field, JsonFormat, Table, check
+from datasets.text import read_json
 
 Target = dict[str, Any]
 
+# --------------------------------------------------------------------------------------------
+# The format: COCO's "instances" annotation file (https://cocodataset.org/#format-data)
+# --------------------------------------------------------------------------------------------
+_ID = Field("integer")
+_IMAGES = Table(
+    "images",
+    "image",
+    {
+        "id": _ID,
+        "file_name": Field("string", nonempty=True),
+        "width": Field("integer", above=0),
+        "height": Field("integer", above=0),
+    },
+    min_count=1,
+)
+_CATEGORIES = Table("categories", "category", {"id": _ID, "name": Field("string")}, min_count=1, plural="categories")
+INSTANCES = JsonFormat(
+    "annotation file",
+    "a COCO instances JSON file",
+    (
+        _IMAGES,
+        Table(
+            "annotations",
+            "annotation",
+            {
+                "id": _ID,
+                "image_id": _ID,
+                "category_id": _ID,
+                # [x, y, width, height] in the image's pixels; the geometry is cleaned, not refused
+                "bbox": Field("list", items="number", length=4),
+                "area": Field("number", required=False, at_least=0),
+                "iscrowd": Field("integer", required=False, one_of=(0, 1)),
+            },
+            refs={"image_id": "images", "category_id": "categories"},
+        ),
+        _CATEGORIES,
+    ),
+)
+# COCO's image-info files (image_info_test-dev2017.json): the images to predict, no annotations.
+IMAGE_INFO = JsonFormat(
+    "image-info file",
+    "a COCO image-info file (such as image_info_test-dev2017.json)",
+    (
+        Table(
+            "images",
+            "image",
+            {
+                "id": _ID,
+                "file_name": Field("string", nonempty=True),
+                "width": Field("integer", required=False, above=0),
+                "height": Field("integer", required=False, above=0),
+            },
+            min_count=1,
+        ),
+        Table(
+            "categories",
+            "category",
+            {"id": _ID, "name": Field("string", required=False)},
+            required=False,
+            plural="categories",
+        ),
+    ),
+)
 
-# --------------------------------------------------------------------------------------------
-# Reading the annotation file
-# --------------------------------------------------------------------------------------------
-def read_json_object(path: Path, expected: str, kind: str = "annotation file") -> dict[str, Any]:
-    """The JSON object in ``path``, or one sentence naming the file and ``expected``."""
-    if not path.is_file():
-        raise BadInputError(f"The {kind} {str(path)!r} does not exist; expected {expected} there.")
-    try:
-        with path.open("rb") as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadInputError(f"The {kind} {str(path)!r} is not valid JSON ({error}); expected {expected}.") from None
-    if not isinstance(data, dict):
-        raise BadInputError(f"The {kind} {str(path)!r} holds a {type(data).__name__}; expected a COCO JSON object.")
+
+def read_coco_json(path: str | Path, fmt: JsonFormat = INSTANCES) -> dict[str, Any]:
+    """The content of the COCO JSON ``path``, read as UTF-8 (``datasets.text.read_json``) and held
+    to ``fmt``; refused in one sentence naming the file, the record and the key otherwise."""
+    data = read_json(path, fmt.kind, fmt.expected)
+    check(fmt, data, path)
     return data
 
 
-def read_annotation_json(path: Path) -> dict[str, Any]:
-    """Load a COCO annotation file and check the keys this loader relies on.
-
-    Raises ``BadInputError`` (one sentence naming the file) for a missing file, invalid JSON or a
-    record without the required keys, instead of a ``KeyError`` deep inside a DataLoader worker.
-    """
-    data = read_json_object(path, "a COCO instances JSON file")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise BadInputError(
-                f"The annotation file {str(path)!r} has no {key!r} list; expected the COCO instances format."
-            )
-    _check_records(path, data["images"], ("id", "file_name", "width", "height"), "image")
-    _check_records(path, data["annotations"], ("id", "image_id", "category_id", "bbox"), "annotation")
-    _check_records(path, data["categories"], ("id", "name"), "category")
-    if not data["categories"]:
-        raise BadInputError(f"The annotation file {str(path)!r} lists no categories; expected at least one.")
-    if not data["images"]:
-        raise BadInputError(f"The annotation file {str(path)!r} lists no images; expected at least one.")
-    seen: set[int] = set()
-    for info in data["images"]:
-        if int(info["id"]) in seen:
-            raise BadInputError(
-                f"The annotation file {str(path)!r} lists image id {info['id']} twice; expected unique image ids."
-            )
-        seen.add(int(info["id"]))
-    return data
+def read_annotation_json(path: str | Path) -> dict[str, Any]:
+    """A COCO instances file, checked against ``INSTANCES`` (see ``read_coco_json``)."""
+    return read_coco_json(path, INSTANCES)
 
 
-def _check_records(path: Path, records: list[Any], keys: tuple[str, ...], kind: str) -> None:
-    for record in records:
-        if not isinstance(record, dict) or any(k not in record for k in keys):
-            missing = [k for k in keys if not isinstance(record, dict) or k not in record]
-            raise BadInputError(
-                f"The annotation file {str(path)!r} has an {kind} record without {missing} "
-                f"(record: {str(record)[:80]}); every {kind} needs {list(keys)}."
-            )
-
-
-def coco_from_dict(data: dict[str, Any], coco_cls: type = COCO) -> Any:
-    """A ``COCO`` index (pycocotools', or faster-coco-eval's ``coco_cls``) over an already-loaded
-    annotation dict: no second JSON read, and without the "creating index..." prints."""
-    coco = coco_cls()
-    coco.dataset = data
-    with redirect_stdout(StringIO()):
-        coco.createIndex()
-    return coco
-
-
+# --------------------------------------------------------------------------------------------
+# Cleaning the boxes: what training is shown is what evaluation scores against
+# --------------------------------------------------------------------------------------------
 def _with_area(ann: Mapping[str, Any], bbox: list[float]) -> dict[str, Any]:
     """``ann`` with ``bbox`` and an ``area`` (w x h when missing or zero, as torchvision's
     ``convert_to_coco_api`` does: pycocotools' evaluation needs it to bin small/medium/large)."""
@@ -95,28 +118,24 @@ def _with_area(ann: Mapping[str, Any], bbox: list[float]) -> dict[str, Any]:
 def clean_boxes(
     annotations: Sequence[Mapping[str, Any]], width: float, height: float, category_to_label: Mapping[int, int]
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], int, int, int]:
-    """Turn one image's COCO annotations into training targets and the ground truth to score.
+    """Turn one image's COCO annotations (already checked against ``INSTANCES``) into training
+    targets and the ground truth to score.
 
     Returns ``(boxes xyxy float32 (N, 4), labels int64 (N,), kept annotations, n_crowd, n_clipped,
     n_dropped)``. Crowd regions are not training targets (they would teach the model one box
     around a whole crowd) but stay in the ground truth, where COCO's evaluator ignores detections
     matched to them. Boxes sticking out of the image are clipped; boxes with no width/height
-    (before or after clipping, < 1 pixel) or with non-finite numbers are dropped, because
-    torchvision's detectors refuse them deep in the loss. The kept annotations (clipped, with an
-    ``area``) are what evaluation scores against, so a model is never scored on a box it was
-    never shown as valid.
+    (before or after clipping, < 1 pixel) are dropped, because torchvision's detectors refuse
+    them deep in the loss. The kept annotations (clipped, with an ``area``) are what evaluation
+    scores against, so a model is never scored on a box it was never shown as valid.
     """
     boxes: list[list[float]] = []
     labels: list[int] = []
     kept: list[dict[str, Any]] = []
     n_crowd = n_clipped = n_dropped = 0
     for ann in annotations:
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (TypeError, ValueError):
-            n_dropped += 1
-            continue
-        if not all(np.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w <= 0 or h <= 0:
             n_dropped += 1
             continue
         x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
@@ -29,8 +28,9 @@ Target = dict[str, Any]
 class CocoDataModule(TaskDataModule):
     """COCO 2017 detection (any COCO-format set), or the built-in demo.
 
-    What the detection module reads from it (and nothing else): ``val_coco`` (the ground truth of
-    the evaluated split), ``label_to_category_id`` and ``category_names``.
+    What the detection module reads from it (and nothing else): ``val_ground_truth`` (the
+    evaluated split's annotation dict, cleaned as training sees it; the evaluator indexes it),
+    ``label_to_category_id`` and ``category_names``.
 
     Args:
         root: the data folder; None uses the built-in demo set (generated once into the cache).
@@ -100,11 +100,12 @@ class CocoDataModule(TaskDataModule):
         return len(self.category_ids) + 1
 
     @property
-    def val_coco(self) -> COCO:
-        """The val split's pycocotools ``COCO`` object (ground truth for the evaluator)."""
+    def val_ground_truth(self) -> dict[str, Any]:
+        """The val split's annotation dict with its cleaned annotations: the ground truth the
+        evaluator indexes (once, with the library that scores it) and scores against."""
         dataset = self.dataset("val")
         assert isinstance(dataset, CocoDetection)
-        return dataset.coco
+        return dataset.ground_truth
 
     def output_names(self, stage: str) -> OutputNames:
         """Label k (1..K; 0 is the background) is the k-th category by id: ``name (id N)``. A

@@ -15,12 +15,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
-from datasets.coco.annotations import clean_boxes, coco_from_dict, read_annotation_json
+from datasets.coco.annotations import clean_boxes, read_annotation_json
 from datasets.coco.transforms import (
     AugmentPolicy,
     detection_transform,
     finalize_boxes,
     resize_only,
+    seed_augmentation,
     to_tensor,
 )
 from datasets.images import read_rgb_array
@@ -32,7 +33,7 @@ Target = dict[str, Any]
 # Datasets
 # --------------------------------------------------------------------------------------------
 class CocoDetection(Dataset[tuple[Tensor, Target]]):
-    """A COCO-format detection split: ``image_dir`` + its instances JSON, read with pycocotools.
+    """A COCO-format detection split: ``image_dir`` + its instances JSON (``read_annotation_json``).
 
     Args:
         image_dir: folder holding the images named by ``file_name``.
@@ -42,6 +43,11 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         category_ids: the category ids in label order (label = index + 1); defaults to this
             file's categories sorted by id. The data module passes the val file's list to both
             splits so train and val agree on the labels.
+        annotation_data: the file's content when the caller has already read it (the data
+            module reads the val file once, for the labels).
+
+    ``ground_truth`` is the split's annotation dict with the cleaned annotations (what the
+    evaluator scores against); ``images`` maps an image id to its record.
     """
 
     def __init__(
@@ -59,7 +65,7 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         if self.resolution < 32:
             raise BadInputError(f"The resolution {resolution} is too small; expected at least 32 pixels.")
         data = annotation_data if annotation_data is not None else read_annotation_json(self.annotation_file)
-        images = {int(info["id"]): info for info in data["images"]}
+        self.images: dict[int, dict[str, Any]] = {int(info["id"]): info for info in data["images"]}
         names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         if category_ids is None:
             category_ids = sorted(names)
@@ -68,6 +74,8 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
         self.category_names: list[str] = [names.get(cid, str(cid)) for cid in self.category_ids]
 
+        # The file's own references were checked on reading; this is the split against the labels
+        # (the val file's categories, which the data module passes to both splits).
         unknown = {int(a["category_id"]) for a in data["annotations"]} - set(self.category_to_label)
         if unknown:
             raise BadInputError(
@@ -80,28 +88,24 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
             )
         # One listdir instead of 118k stat calls: a missing file is reported at once, by name.
         present = set(os.listdir(self.image_dir))
-        self.image_ids: list[int] = sorted(images)
+        self.image_ids: list[int] = sorted(self.images)
         for image_id in self.image_ids:
-            name = images[image_id]["file_name"]
+            name = self.images[image_id]["file_name"]
             if name not in present and not (self.image_dir / name).is_file():
                 raise BadInputError(
                     f"The image file {str(self.image_dir / name)!r} listed in {str(self.annotation_file)!r} "
                     "does not exist; expected every listed image in the image folder."
                 )
         by_image: dict[int, list[dict[str, Any]]] = {}
-        orphans = 0
-        for ann in data["annotations"]:
-            if int(ann["image_id"]) in images:
-                by_image.setdefault(int(ann["image_id"]), []).append(ann)
-            else:
-                orphans += 1
+        for ann in data["annotations"]:  # every image_id names a listed image (checked on reading)
+            by_image.setdefault(int(ann["image_id"]), []).append(ann)
         # Clean every image's targets once, here, so the count is reported once per dataset, and
-        # index the cleaned annotations: evaluation scores against what training was shown.
+        # keep the cleaned annotations: evaluation scores against what training was shown.
         self.targets: list[tuple[np.ndarray, np.ndarray]] = []
         kept_annotations: list[dict[str, Any]] = []
         n_crowd = n_clipped = n_dropped = 0
         for image_id in self.image_ids:
-            info = images[image_id]
+            info = self.images[image_id]
             boxes, labels, kept, c, k, d = clean_boxes(
                 by_image.get(image_id, []), float(info["width"]), float(info["height"]), self.category_to_label
             )
@@ -109,14 +113,19 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
             kept_annotations += kept
             n_crowd, n_clipped, n_dropped = n_crowd + c, n_clipped + k, n_dropped + d
         self.n_crowd, self.n_clipped, self.n_dropped = n_crowd, n_clipped, n_dropped
-        self.coco = coco_from_dict({**data, "annotations": kept_annotations})
-        if n_clipped or n_dropped or orphans:
+        # The ground truth of this split as evaluation scores it: the file's dict with the cleaned
+        # annotations. It is indexed once, by the evaluator (tasks.detection.evaluation), with the
+        # library that scores it; the data side keeps no index of its own.
+        self.ground_truth: dict[str, Any] = {**data, "annotations": kept_annotations}
+        if n_clipped or n_dropped:
             rank_zero_warn(
-                f"{self.annotation_file}: dropped {n_dropped} degenerate boxes (no width/height or outside the image), "
-                f"clipped {n_clipped} boxes to their image, and dropped {orphans} annotations whose image_id is "
-                "not in 'images'."
+                f"{self.annotation_file}: dropped {n_dropped} degenerate boxes (no width/height or outside the image) "
+                f"and clipped {n_clipped} boxes to their image."
             )
         self.transform = detection_transform(self.resolution, augment)
+        # Seeded from the run's seed: augmenting in the main process (--data.num_workers 0) then
+        # repeats from run to run; DataLoader workers re-seed it (worker_init).
+        seed_augmentation(self.transform)
 
     @property
     def num_classes(self) -> int:
@@ -128,10 +137,10 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         image_id = self.image_ids[index]
-        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
+        info = self.images[image_id]
+        path = self.image_dir / info["file_name"]
         image = read_rgb_array(path)
         orig_h, orig_w = image.shape[:2]
-        info = self.coco.imgs[image_id]
         if (orig_w, orig_h) != (int(info["width"]), int(info["height"])):
             raise BadInputError(
                 f"The image file {str(path)!r} is {orig_w}x{orig_h} pixels but {str(self.annotation_file)!r} says "

@@ -17,33 +17,25 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
-from datasets.coco.annotations import _check_records, read_json_object
+from datasets.coco.annotations import IMAGE_INFO, read_coco_json
 from datasets.coco.transforms import resize_only, to_tensor
 from datasets.images import read_rgb_array
 
 
 def read_image_info_json(path: Path, category_ids: list[int]) -> list[dict[str, Any]]:
-    """The ``images`` of an image-info JSON, checked: ids unique, and its categories (when it lists
-    any) the model's ``category_ids``, so the results' category ids mean what the server expects."""
-    data = read_json_object(path, "a COCO image-info file (such as image_info_test-dev2017.json)", "image-info file")
-    images = data.get("images")
-    if not isinstance(images, list) or not images:
-        raise BadInputError(
-            f"The image-info file {str(path)!r} has no 'images' list; expected COCO's image-info format."
-        )
-    _check_records(path, images, ("id", "file_name"), "image")
-    ids = [int(info["id"]) for info in images]
-    if len(set(ids)) != len(ids):
-        raise BadInputError(f"The image-info file {str(path)!r} lists an image id twice; expected unique image ids.")
+    """The ``images`` of an image-info JSON, held to ``IMAGE_INFO`` (ids unique integers, file
+    names, sizes above 0 when given), and its categories (when it lists any) the model's
+    ``category_ids``, so the results' category ids mean what the server expects."""
+    data = read_coco_json(path, IMAGE_INFO)
     categories = data.get("categories")
-    if isinstance(categories, list) and categories:
-        listed = sorted(int(c["id"]) for c in categories if isinstance(c, dict) and "id" in c)
+    if categories:
+        listed = sorted(int(c["id"]) for c in categories)
         if listed != sorted(category_ids):
             raise BadInputError(
                 f"The image-info file {str(path)!r} lists category ids {listed[:10]} but the model predicts "
                 f"{sorted(category_ids)[:10]}; expected the categories the model was trained on."
             )
-    return images
+    return data["images"]
 
 
 class CocoImageInfo(Dataset[tuple[Tensor, dict[str, Any]]]):

@@ -210,9 +210,6 @@ def detection_transform(resolution: int, policy: AugmentPolicy = "ssd") -> A.Com
     return A.Compose(
         steps,
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_width=1, min_height=1, clip=True),
-        # Seeded from torch (--seed_everything): albumentations' default seed is drawn from the OS,
-        # so with --data.num_workers 0 (where worker_init never runs) two runs of one seed differed.
-        seed=augmentation_seed(),
     )
 
 
@@ -227,27 +224,40 @@ def finalize_boxes(boxes: np.ndarray, labels: np.ndarray, height: int, width: in
 
 
 def augmentation_seed() -> int:
-    """This process's augmentation seed: torch's (set by ``--seed_everything``; per worker in a
-    DataLoader worker), offset by the DDP rank so that ranks draw different augmentations."""
+    """The seed of this process's augmentation stream, drawn from nothing (no RNG is consumed).
+
+    ``torch.initial_seed()`` is the run's seed (``--seed_everything``) in the main process and
+    that of the DataLoader worker (the loader's base seed + worker id) in a worker; the DDP rank
+    is mixed in so ranks do not replay each other's augmentations.
+    """
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
     return (torch.initial_seed() + 1_000_003 * rank) % 2**32
+
+
+def seed_augmentation(transform: Any) -> None:
+    """Seed ``transform`` (an albumentations ``Compose``; anything else is left alone) from
+    ``augmentation_seed``.
+
+    albumentations' Compose draws from its own ``random.Random``/numpy generators, seeded from
+    the operating system's entropy when it is built: unseeded, a run with ``--data.num_workers 0``
+    (augmenting in the main process) flipped other images on every run, so the same command and
+    seed trained another model each time.
+    """
+    if isinstance(transform, A.Compose):
+        transform.set_random_seed(augmentation_seed())
 
 
 def worker_init(worker_id: int) -> None:
     """Give each DataLoader worker (and each DDP rank) its own augmentation stream.
 
-    albumentations' Compose draws from its own ``random.Random``/numpy generators, created in the
-    parent process: without re-seeding, every forked worker would replay the same augmentations.
-    OpenCV's thread count is *not* set here: calling ``cv2.setNumThreads`` in a forked worker
-    whose parent already started OpenCV's thread pool deadlocks (the child destroys a condition
-    variable the parent's pool threads were waiting on). It is set once, in the parent, when this
-    module is imported (below the imports), and forked workers inherit it.
+    Without re-seeding, every forked worker would replay the augmentations of the parent's
+    generators. OpenCV's thread count is *not* set here: calling ``cv2.setNumThreads`` in a forked
+    worker whose parent already started OpenCV's thread pool deadlocks (the child destroys a
+    condition variable the parent's pool threads were waiting on). It is set once, in the parent,
+    when this module is imported (below the imports), and forked workers inherit it.
     """
     info = get_worker_info()
     seed = augmentation_seed()
     random.seed(seed)
     np.random.seed(seed)
-    dataset = info.dataset if info is not None else None
-    transform = getattr(dataset, "transform", None)
-    if isinstance(transform, A.Compose):
-        transform.set_random_seed(seed)
+    seed_augmentation(getattr(info.dataset if info is not None else None, "transform", None))
