@@ -292,11 +292,12 @@ def all_finite(path: Path) -> bool:
 
 
 def nan_teacher(faces: Path, folder: Path, row: int) -> list[str]:
-    """Arguments distilling from teacher embeddings of the ``faces`` identities, NaN for one image."""
+    """Arguments distilling from teacher embeddings of the ``faces`` identities, one image's so large
+    (3e38, finite: a NaN is refused when the file is read) that its squared distance overflows."""
     images = sorted((faces / "ids").rglob("*.jpg"))
     vectors = np.random.default_rng(0).normal(size=(len(images), 128)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors[row] = np.nan
+    vectors[row] = 3e38
     teacher = folder / "teacher.npz"
     np.savez(teacher, paths=np.array([str(p) for p in images]), embeddings=vectors)
     return ["--data.teacher_embeddings", str(teacher), "--trainer.max_steps", "12", "--trainer.limit_val_batches", "0"]
@@ -305,13 +306,13 @@ def nan_teacher(faces: Path, folder: Path, row: int) -> list[str]:
 def test_a_nan_teacher_embedding_stops_the_run_with_the_last_finite_checkpoint(
     faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """It trained a checkpoint of NaN weights and exited 0."""
+    """It trained a checkpoint of NaN weights and exited 0 (with a NaN row, now refused when read)."""
     runs = tmp_path / "runs"
     args = task_args("face_embedding", faces, runs, *nan_teacher(faces, tmp_path, 5))  # met after some finite steps
     line = expect_one_sentence(
         face_embedding.main,
         ["fit", *args],
-        r"^error: The training loss is nan after \d+ optimizer steps \(epoch \d+, batch \d+\); the run stopped "
+        r"^error: The training loss is (?:nan|inf) after \d+ optimizer steps \(epoch \d+, batch \d+\); the run stopped "
         r"before applying it and no checkpoint holds non-finite weights: .*--data.teacher_embeddings",
         capsys,
     )
@@ -348,7 +349,10 @@ def test_a_nan_on_one_ddp_rank_stops_every_rank(faces: Path, tmp_path: Path) -> 
     )
     assert done.returncode == 2, done.stderr
     # Every rank says the same sentence (the two processes share stderr, so their lines may interleave).
-    pattern = r"error: The training loss is nan after (\d+) optimizer steps \(epoch \d+, batch \d+, on rank (\d) of 2\)"
+    pattern = (
+        r"error: The training loss is (?:nan|inf) after (\d+) optimizer steps "
+        r"\(epoch \d+, batch \d+, on rank (\d) of 2\)"
+    )
     sentences = re.findall(pattern, done.stderr)
     assert len(sentences) == done.stderr.count("error: ") == 2 and sentences[0] == sentences[1], done.stderr
     assert "Traceback" not in done.stderr

@@ -539,7 +539,7 @@ def test_every_declared_format_is_tried_here() -> None:
 
 # --- every option has a declared range ---------------------------------------------------------
 def task_classes() -> dict[str, tuple[type, type]]:
-    """The model and data module of each task (as each task's ``main`` passes them to the CLI)."""
+    """The model and data module of each task (as each task's declaration names them)."""
     from datasets.celeba import CelebADataModule
     from datasets.coco import CocoDataModule
     from datasets.face_identities import FaceDataModule
@@ -594,9 +594,8 @@ def task_cli_options(task: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
         raise ParserBuilt(parser)
 
     monkeypatch.setattr(TaskCLI, "parse_arguments", capture)
-    module = f"tasks.{task}" if task in ("classification", "fine_grained") else f"tasks.{task}.module"
     with pytest.raises(ParserBuilt) as built:
-        importlib.import_module(module).main(["fit"])
+        importlib.import_module(f"tasks.{task}.task").TASK.main(["fit"])
     fit = built.value.args[0]._subcommands_action._name_parser_map["fit"]
     options = []
     for action in fit._actions:
@@ -748,7 +747,7 @@ def test_a_task_option_outside_its_range_is_one_sentence_before_any_work(
 ) -> None:
     import importlib
 
-    main = importlib.import_module(f"tasks.{task}" if task == "classification" else f"tasks.{task}.module").main
+    main = importlib.import_module(f"tasks.{task}.task").TASK.main
     runs = tmp_path / "runs"
     args = ["fit", "--data.root", str(tmp_path / "no-data"), "--trainer.default_root_dir", str(runs), option, value]
     expect_one_sentence(main, args, rf"^error: {re.escape(option)} is {value}; expected {expected}\.$", capsys)
@@ -769,8 +768,9 @@ def test_a_task_option_outside_its_range_is_one_sentence_before_any_work(
 def test_a_config_file_is_read_as_utf8_and_its_values_ranged(
     content: bytes, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasks.geolocation.module import main
+    from tasks.geolocation.task import TASK
 
+    main = TASK.main
     config = tmp_path / "run.yaml"
     config.write_bytes(content)
     runs = tmp_path / "runs"
