@@ -245,19 +245,6 @@ def test_a_checkpoint_without_recorded_names_falls_back_to_the_count_check(
 EVALUATIONS = ("validate", "test", "predict")
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_evaluation_without_a_checkpoint_is_refused(
-    task: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    root = data_root(request, task)
-    subcommand = EVALUATIONS[sorted(TASKS).index(task) % 3]  # each subcommand in two tasks
-    pattern = (
-        rf"^error: {subcommand} without --ckpt_path would score an untrained model; pass --ckpt_path last\|best\|FILE"
-    )
-    expect_one_sentence(TASKS[task][0], [subcommand, *task_args(task, root, tmp_path)], pattern, capsys)
-    assert not list(tmp_path.iterdir())  # refused before anything was built or written
-
-
 def test_a_classifier_whose_every_weight_is_a_file_may_be_scored_without_a_checkpoint(
     classifier: Path, tiny_imagenet: Path, tiny_dogs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -363,34 +350,6 @@ def test_a_nan_on_one_ddp_rank_stops_every_rank(faces: Path, tmp_path: Path) -> 
 # --------------------------------------------------------------------------------------------
 # 4. Evaluation limited to part of the split
 # --------------------------------------------------------------------------------------------
-LIMITED = {
-    "fast_dev_run": ("--trainer.fast_dev_run", "true"),
-    "limit_val_batches": ("--trainer.max_steps", "1", "--trainer.limit_val_batches", "2"),
-}
-
-
-@pytest.mark.parametrize(
-    ("task", "limit"),
-    [("face_embedding", "fast_dev_run"), ("face_embedding", "limit_val_batches")]
-    + [(task, "limit_val_batches") for task in sorted(TASKS) if task not in ("face_embedding", "fine_grained")],
-)
-def test_a_limited_evaluation_scores_what_it_saw(
-    task: str, limit: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    """face_embedding ended with '43 evaluation images were not embedded by any rank.'"""
-    root = data_root(request, task)
-    args = task_args(task, root, tmp_path, *LIMITED[limit])
-    if task == "face_embedding":
-        with pytest.warns(UserWarning, match=r"Only \d+ of the 59 evaluation images were embedded.*LFW"):
-            TASKS[task][0](["fit", *args])
-    else:
-        TASKS[task][0](["fit", *args])
-    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())["metrics"]
-    monitor = {"classification": "top1", "detection": "mAP", "face_attributes": "mean_ap"}
-    monitor.update(geolocation="acc_750km", face_embedding="lfw_accuracy")
-    assert monitor[task] in metrics
-
-
 def test_partial_lfw_scores_the_pairs_whose_images_were_embedded() -> None:
     from tasks.face_embedding.metrics import score_embedded
 
