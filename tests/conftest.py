@@ -49,3 +49,16 @@ def tiny_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("celeba")
     write_celeba_demo(root, sizes={"train": 16, "val": 7, "test": 5}, unlabelled=6, seed=11)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A detection checkpoint (one SSD step at 128 px) of the categories ``probes.write_coco`` writes:
+    what ``validate``/``test``/``predict`` need (``--ckpt_path``) to reach the data they are probed on."""
+    from tasks.detection.task import TASK
+    from tests.probes import tiny_run_args, write_coco
+
+    root, runs = write_coco(tmp_path_factory.mktemp("coco"), train=2, val=1), tmp_path_factory.mktemp("detector")
+    args = ["--trainer.num_sanity_val_steps", "0", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
+    TASK.main(["fit", *tiny_run_args(root, runs, *args, resolution=128, batch_size=2)])
+    return str(runs / "checkpoints" / "last.ckpt")

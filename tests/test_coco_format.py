@@ -126,14 +126,14 @@ def _damage(path: Path, change: Callable[[Data], None]) -> None:
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_a_departure_from_the_format_is_one_sentence_naming_file_record_and_key(
-    damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    damage: str, tiny_detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     change, pattern = DAMAGES[damage]
     root = write_coco(tmp_path / "coco", train=2, val=3)
     path = root / "annotations" / "instances_val2017.json"
     _damage(path, change)
     runs = tmp_path / "runs"
-    args = ["validate", *tiny_run_args(root, runs, resolution=128, batch_size=2)]
+    args = ["validate", *tiny_run_args(root, runs, "--ckpt_path", tiny_detector, resolution=128, batch_size=2)]
     expect_one_sentence(
         detection.main, args, rf"^error: The annotation file '{re.escape(str(path))}' {pattern}", capsys
     )

@@ -62,14 +62,6 @@ def run_args(root: Path, runs: Path, *extra: str) -> list[str]:
     return tiny_run_args(root, runs, "--trainer.num_sanity_val_steps", "0", *extra, resolution=RESOLUTION, batch_size=2)
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A checkpoint (one SSD step) of the categories ``write_coco`` writes: what validate and predict score."""
-    root, runs = write_coco(tmp_path_factory.mktemp("coco"), train=2, val=1), tmp_path_factory.mktemp("detector")
-    DETECTION.main(["fit", *run_args(root, runs, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0")])
-    return str(runs / "checkpoints" / "last.ckpt")
-
-
 # --------------------------------------------------------------------------------------------
 # Refused, naming the file or the id
 # --------------------------------------------------------------------------------------------
@@ -78,12 +70,12 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> str:
     [("train", ["fit", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]), ("val", ["validate"])],
 )
 def test_a_truncated_jpeg_is_named(
-    split: str, command: list[str], coco: Path, detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    split: str, command: list[str], coco: Path, tiny_detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """OpenCV decoded the first half and filled the rest with grey; the one reader refuses it."""
     damaged = truncate_file(sorted((coco / f"{split}2017").glob("*.jpg"))[-1])
     runs = tmp_path / "runs"
-    checkpoint = ["--ckpt_path", detector] if command[0] == "validate" else []
+    checkpoint = ["--ckpt_path", tiny_detector] if command[0] == "validate" else []
     args = [command[0], *run_args(coco, runs, *command[1:], *checkpoint)]
     expect_one_sentence(DETECTION.main, args, rf"image file '{damaged}' could not be read as an image", capsys)
     assert not metrics_files(runs)
@@ -107,12 +99,14 @@ JSON_FAULTS = {  # name -> (the change to instances_val2017.json, the sentence i
 
 @pytest.mark.parametrize("fault", sorted(JSON_FAULTS))
 def test_a_broken_annotation_file_is_refused_naming_the_fault(
-    fault: str, coco: Path, detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fault: str, coco: Path, tiny_detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     change, pattern = JSON_FAULTS[fault]
     edit_json(val_json(coco), change)
     runs = tmp_path / "runs"
-    expect_one_sentence(DETECTION.main, ["validate", *run_args(coco, runs, "--ckpt_path", detector)], pattern, capsys)
+    expect_one_sentence(
+        DETECTION.main, ["validate", *run_args(coco, runs, "--ckpt_path", tiny_detector)], pattern, capsys
+    )
     assert not metrics_files(runs)
 
 
@@ -175,7 +169,7 @@ DRAW = ("--model.draw_predictions", "true")
 
 
 def test_predict_reads_subfolders_skips_hidden_and_reports_the_unreadable(
-    coco: Path, detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    coco: Path, tiny_detector: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = tmp_path / "photos"
     # a.jpg twice, as cameras name; trip/b.png and trip/b.jpg differ only by the extension
@@ -189,7 +183,7 @@ def test_predict_reads_subfolders_skips_hidden_and_reports_the_unreadable(
 
     with pytest.warns(UserWarning, match=rf"Skipped: The image file '{bad}' could not be read"):
         DETECTION.main(
-            ["predict", *run_args(coco, runs, "--data.predict_dir", str(photos), "--ckpt_path", detector, *DRAW)]
+            ["predict", *run_args(coco, runs, "--data.predict_dir", str(photos), "--ckpt_path", tiny_detector, *DRAW)]
         )
 
     log_dir = max(runs.glob("lightning_logs/version_*"))
