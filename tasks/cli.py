@@ -117,6 +117,9 @@ class TaskCLI(LightningCLI):
         # An option outside its declared range (backbone.ranges) ends in one sentence at parse time.
         if self.parser_class is LightningArgumentParser:
             self.parser_class = TaskArgumentParser
+        if self.spec.commands:  # the task's own commands are dispatched before this parser: name them in --help
+            names = ", ".join(f"'python -m tasks.{self.spec.name} {name} --help'" for name in self.spec.commands)
+            kwargs.setdefault("epilog", f"The task's own commands: {names}.")
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -148,6 +148,16 @@ def test_the_declaration_drives_the_entry_point_and_the_cli(case: TinyTask, sess
         assert any(type(callback) is make for callback in cli.trainer.callbacks), make
 
 
+def test_help_names_the_tasks_own_commands(case: TinyTask, capsys: pytest.CaptureFixture[str]) -> None:
+    """``partition`` and ``index`` are dispatched before the Lightning parser: its --help names them."""
+    with pytest.raises(SystemExit) as exit_info:
+        case.spec.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in case.spec.commands:
+        assert f"python -m tasks.{case.name} {name} --help" in out
+
+
 # --------------------------------------------------------------------------------------------
 # Run length
 # --------------------------------------------------------------------------------------------
