@@ -389,7 +389,7 @@ def test_names_are_checked_against_the_checkpoint(
     """The same number of classes/attributes/categories under other names: the checkpoint's
     weights would silently answer with the wrong names."""
     if case.rename is None:
-        pytest.skip(f"{case.name} has no names in its checkpoint")
+        pytest.skip(f"tests/tiny_tasks.py declares no renaming of {case.name}'s tiny data")
     data = case.write(tmp_path / "data")
     case.rename(tmp_path / "data")  # the same count under other names (or in another order)
     for subcommand in ("validate", "test", "predict"):
