@@ -93,14 +93,8 @@ def describe(integer: bool, low: float | None, high: float | None, low_open: boo
 
 def _type_name(integer: bool, low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     """A short name without spaces, as jsonargparse shows it in ``--help``: ``int>=1``, ``float[0,1)``."""
-    base = "int" if integer else "float"
-    if low is not None and high is not None:
-        return f"{base}{'(' if low_open else '['}{_bound(low)},{_bound(high)}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{base}{'>' if low_open else '>='}{_bound(low)}"
-    if high is not None:
-        return f"{base}{'<' if high_open else '<='}{_bound(high)}"
-    return base + "(finite)"
+    limits = span(low, high, low_open, high_open).replace(" in ", "").replace(" ", "")
+    return ("int" if integer else "float") + (limits or "(finite)")
 
 
 def _identity(value: Any) -> Any:
