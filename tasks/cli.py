@@ -38,7 +38,6 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from backbone.errors import BadInputError
-from backbone.mobilenet import check_resolution, check_width
 from backbone.ranges import Resolution, Width, option_sentence, refuse
 from datasets.text import read_text
 from tasks.callbacks import MetricsJSON, ValidationPlan
@@ -168,8 +167,6 @@ class TaskCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
-        check_width(config["backbone"])
-        check_resolution(config["resolution"])
         monitor = self.spec.monitor_for(config["data"]) if self.spec.monitor_for else None
         if monitor and config.get("checkpoint") is not None and config["checkpoint"]["monitor"] == self.spec.monitor:
             config["checkpoint"]["monitor"] = monitor  # decided before any callback state is restored
