@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
@@ -118,6 +119,41 @@ class TaskModule(LightningModule):
                     f"{tuple(own[key].shape)}: it was trained for another width or number of classes."
                 )
 
+    # --- deploy (``export``, ``test --deployed``: deploy/export.py) -------------------------
+    # The names of the exported network's outputs, in order.
+    deploy_outputs: ClassVar[tuple[str, ...]] = ("logits",)
+
+    def deploy_network(self) -> nn.Module:
+        """The network ``export`` writes: this module's ``forward`` (a batch of images, as the data
+        gives them, in; what ``forward`` returns out), with any buffer it reads as a constant."""
+        return ForwardOf(self)
+
+    def deploy_inputs(self, batch: Any) -> Tensor:
+        """The images ``deploy_network`` takes, from a training batch (int8 calibration)."""
+        return batch[0] if isinstance(batch, (tuple, list)) else batch["images"]
+
+    def deploy_state(self) -> dict[str, Tensor]:
+        """What ``test --deployed`` needs of this module besides the network: its own persistent
+        buffers (geolocation's partition), saved in ``deploy.json``."""
+        skipped = self._non_persistent_buffers_set
+        return {name: b for name, b in self.named_buffers(recurse=False) if name not in skipped}
+
+    def deploy_metadata(self) -> dict[str, Any]:
+        """What a runner needs to read the outputs, beyond the output names the data declares."""
+        return {}
+
+    def deployed_forward(self, runner: Any, record: Mapping[str, Any]) -> nn.Module:
+        """What stands in for ``forward`` under ``test --deployed``: ``runner`` (a ``deploy.runtime.Runner``
+        of the model ``deploy.json`` (``record``) describes) with ``forward``'s signature."""
+        from deploy.runtime import DeployedForward
+
+        return DeployedForward(runner)
+
+    def use_deployed(self, network: nn.Module) -> None:
+        """Score ``network`` (a deployed model with ``forward``'s signature) in place of ``forward``:
+        every step that calls ``self(images)`` then runs the exported model, nothing else changes."""
+        object.__setattr__(self, "forward", network)  # an instance attribute shadows the method
+
     # --- predict ----------------------------------------------------------------------------
     def predict_records(self, batch: Any) -> list[Any]:
         """One record per image of ``batch`` for the task's ``PredictionWriter``."""
@@ -126,3 +162,21 @@ class TaskModule(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> list[Any]:
         # A batch of only unreadable files arrives as None (``collate_with_info``).
         return [] if batch is None else self.predict_records(batch)
+
+
+class ForwardOf(nn.Module):
+    """A task module's ``forward`` as a plain ``nn.Module``: what export traces.
+
+    The task's network (``task.model``) is this module's child, so its weights are the graph's;
+    the task itself is held outside the module tree: a tracer walking a LightningModule reads
+    its ``trainer`` (refused when there is none). Buffers the task's ``forward`` reads become
+    constants of the graph.
+    """
+
+    def __init__(self, task: TaskModule) -> None:
+        super().__init__()
+        self.net = task.model
+        object.__setattr__(self, "task", task)
+
+    def forward(self, images: Tensor) -> Any:
+        return type(self.task).forward(self.task, images)

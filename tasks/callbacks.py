@@ -54,7 +54,7 @@ class MetricsJSON(Callback):
     differently) and ``cpu_capability`` (the kernels' instruction set, e.g. AVX2 or AVX512).
     """
 
-    def _write(self, trainer: Trainer, stage: str) -> None:
+    def _write(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.sanity_checking:
             return
         folder = run_folder(trainer)
@@ -70,13 +70,16 @@ class MetricsJSON(Callback):
         }
         if trainer.ckpt_path:
             payload["checkpoint"] = str(trainer.ckpt_path)
+        deployed = getattr(pl_module, "deployed", None)  # test --deployed: which exported model was scored
+        if deployed:
+            payload["deployed"] = deployed
         write_json_atomic(folder / "metrics.json", payload)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, "validate")
+        self._write(trainer, pl_module, "validate")
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, "test")
+        self._write(trainer, pl_module, "test")
 
 
 class PredictionWriter(BasePredictionWriter):

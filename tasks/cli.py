@@ -46,6 +46,7 @@ from tasks.finite import FiniteLoss
 from tasks.guards import CheckpointGuard
 from tasks.outputs import ensure_folder
 from tasks.spec import TaskSpec
+from tasks.trainer import TaskTrainer
 
 DEFAULT_WIDTH = 1.0  # --backbone: the paper's base MobileNet
 DEFAULT_SEED = 0
@@ -103,6 +104,7 @@ class TaskCLI(LightningCLI):
             spec.module,
             spec.data,
             save_config_kwargs={"overwrite": True},
+            trainer_class=TaskTrainer,  # adds ``export`` and ``test --deployed`` (tasks.trainer)
             # Reproducible by default (Lightning's CLI draws a random seed); --seed_everything N changes it.
             seed_everything_default=DEFAULT_SEED,
             auto_configure_optimizers=False,  # optimizers are the model's own --model.optimizer
@@ -111,6 +113,11 @@ class TaskCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's four, and ``export`` (``TaskTrainer.export``): the model and data come from the config."""
+        return {**LightningCLI.subcommands(), "export": {"model", "datamodule"}}
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         # An option outside its declared range (backbone.ranges) ends in one sentence at parse time.
@@ -170,6 +177,9 @@ class TaskCLI(LightningCLI):
         monitor = self.spec.monitor_for(config["data"]) if self.spec.monitor_for else None
         if monitor and config.get("checkpoint") is not None and config["checkpoint"]["monitor"] == self.spec.monitor:
             config["checkpoint"]["monitor"] = monitor  # decided before any callback state is restored
+        if config.get("deployed") is not None:
+            self._apply_deployed(config)
+            return
         folder = self._run_root(config) / "checkpoints"
         ckpt_path = resolve_ckpt_path(config.get("ckpt_path"), folder)
         self.guard.check_arguments(subcommand, config, ckpt_path)  # no untrained model is scored
@@ -186,6 +196,23 @@ class TaskCLI(LightningCLI):
             # options of the model, including those linked in from the data at instantiation
             set(vars(config["model"])) | {t.split(".", 1)[1] for _, t in self.spec.links if t.startswith("model.")},
         )
+        config["backbone"] = config["model"]["width"] = width
+        config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
+
+    def _apply_deployed(self, config: Any) -> None:
+        """``test --deployed DIR``: the model is the exported one, built with the hyper-parameters
+        ``DIR/deploy.json`` saved (as ``--ckpt_path`` applies a checkpoint's)."""
+        from deploy.export import deploy_hparams
+
+        if config.get("ckpt_path") is not None:
+            raise BadInputError(
+                "test takes either --ckpt_path (a checkpoint) or --deployed (an exported model), not both."
+            )
+        hparams = {k: v for k, v in deploy_hparams(config["deployed"], self.spec.name).items() if not k.startswith("_")}
+        subcommand = self.config["subcommand"]
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        config = self.config[subcommand]
+        width, resolution = hparams["width"], hparams["resolution"]
         config["backbone"] = config["model"]["width"] = width
         config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
 
@@ -211,6 +238,22 @@ class TaskCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+
+# Boolean options written as bare flags (``export --int8 --overwrite``); jsonargparse wants a value.
+FLAGS = {"export": ("--int8", "--overwrite")}
+
+
+def bare_flags(argv: list[str]) -> list[str]:
+    """``argv`` with each bare flag of its subcommand (``FLAGS``) given the value ``true``."""
+    flags = FLAGS.get(argv[0], ()) if argv else ()
+    out: list[str] = []
+    for index, token in enumerate(argv):
+        out.append(token)
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if token in flags and (following is None or following.startswith("-")):
+            out.append("true")
+    return out
 
 
 def check_config_files(args: ArgsType) -> None:
@@ -269,7 +312,7 @@ def main(spec: TaskSpec, args: Sequence[str] | None = None, callbacks: Sequence[
         return
     interruption = Interruption()
     try:
-        TaskCLI(spec, callbacks=[*callbacks, interruption], args=args)
+        TaskCLI(spec, callbacks=[*callbacks, interruption], args=bare_flags(argv))
     except (BadInputError, RuntimeError) as error:
         # DataLoader workers re-raise a worker's BadInputError under its own type only when it
         # can be rebuilt from one string; otherwise it arrives wrapped in a RuntimeError.
