@@ -220,7 +220,9 @@ SECTION = register(
                 [],
                 quick=[],
                 nargs="+",
-                help="KEY=PATH: a run's metrics.json shown in the 'yours' column of that network's rows "
+                repeatable=True,
+                help="KEY=PATH ... (or the flag repeated): a run's metrics.json, shown in the 'yours' column "
+                "of that network's rows "
                 f"(any key of the same network fills all its rows). Keys: {_keys_help()}",
             ),
             Option("--paper-out", "runs/paper", quick="runs/paper", help="folder for the Figure 4 and 5 PNGs"),

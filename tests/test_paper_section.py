@@ -113,3 +113,13 @@ def test_published_rows_are_the_16_models() -> None:
     }
     assert "tensorflow/models" in SOURCE and "mobilenet_v1.md" in SOURCE
     assert len(metric_keys()) == len(set(metric_keys()))
+
+
+def test_the_flag_can_be_repeated(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text('{"top1": 0.5}')
+    second.write_text('{"top1": 0.25}')
+    result = run_section(tmp_path, f"table6/0.5-224={first}", "--paper-metrics", f"imagenet/0.25-128={second}")
+    rows = {r["key"]: r for r in result["rows"]}
+    assert rows["imagenet/0.5-224"]["yours_top1"] == pytest.approx(50)
+    assert rows["imagenet/0.25-128"]["yours_top1"] == pytest.approx(25)
