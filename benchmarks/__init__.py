@@ -48,3 +48,4 @@ from benchmarks import backbone as backbone
 from benchmarks import detection as detection
 from benchmarks import face_index as face_index
 from benchmarks import geolocation as geolocation
+from benchmarks import paper as paper

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 import benchmarks  # noqa: F401  (importing the package registers every section)
+from backbone.errors import BadInputError
 from benchmarks.common import SECTIONS, Option, flush_denormals, write_json
 
 # Options every section uses; a section's own come with its registration.
@@ -65,4 +66,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except BadInputError as error:  # a file or value the user gave (--paper-metrics): one sentence
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -199,6 +199,7 @@ class Option:
     help: str = ""
     type: Callable[[str], Any] | None = None
     nargs: str | None = None
+    repeatable: bool = False  # the flag may be given again: its values add up (argparse "extend")
 
     @property
     def dest(self) -> str:
@@ -211,7 +212,8 @@ class Option:
         if isinstance(self.full, bool):
             parser.add_argument(self.flag, action="store_true", default=None, help=text)
         else:
-            parser.add_argument(self.flag, type=self.type, nargs=self.nargs, default=None, help=text)
+            action = "extend" if self.repeatable else None
+            parser.add_argument(self.flag, type=self.type, nargs=self.nargs, action=action, default=None, help=text)
 
     def fill(self, args: argparse.Namespace) -> None:
         """Set the full or quick value on ``args`` where the option was not given."""

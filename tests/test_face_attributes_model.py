@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from backbone import count_complexity
+from backbone.paper_tables import ROWS
 from tasks.face_attributes.losses import attribute_loss, distillation_loss, per_image_cross_entropy
 from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
 from tasks.face_attributes.model import build_attribute_net
@@ -80,8 +81,7 @@ def test_hard_labels_count_only_labelled_images_and_mix_by_weight() -> None:
 
 
 # Table 12: (width, resolution, paper M mult-adds, paper M parameters), with CelebA's 40 attributes.
-TABLE_12 = [(1.0, 224, 568, 3.2), (0.5, 224, 149, 0.8), (0.25, 224, 45, 0.2),
-            (1.0, 128, 185, 3.2), (0.5, 128, 48, 0.8), (0.25, 128, 15, 0.2)]  # fmt: skip
+TABLE_12 = [(r.model.width, r.model.resolution, r.mult_adds_m, r.params_m) for r in ROWS if r.table == 12 and r.model]
 
 
 @pytest.mark.parametrize(("width", "resolution", "mult_adds", "params"), TABLE_12)
