@@ -128,7 +128,9 @@ def _export_onnxruntime(
                 return None if item is None else {INPUT_NAME: item}
 
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared))  # shape inference + graph fusions, as ORT's docs advise
+        # ONNX shape inference + graph fusions, as ORT's docs advise; ORT's own symbolic shape
+        # inference is skipped: it fails on the Expand of F.normalize's dynamic-batch graph.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(target),

@@ -130,7 +130,7 @@ class TaskModule(LightningModule):
 
     def deploy_inputs(self, batch: Any) -> Tensor:
         """The images ``deploy_network`` takes, from a training batch (int8 calibration)."""
-        return batch[0] if isinstance(batch, (tuple, list)) else batch["images"]
+        return batch[0] if isinstance(batch, (tuple, list)) else batch["image"]
 
     def deploy_state(self) -> dict[str, Tensor]:
         """What ``test --deployed`` needs of this module besides the network: its own persistent

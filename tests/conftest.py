@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -62,3 +63,11 @@ def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> str:
     args = ["--trainer.num_sanity_val_steps", "0", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
     TASK.main(["fit", *tiny_run_args(root, runs, *args, resolution=128, batch_size=2)])
     return str(runs / "checkpoints" / "last.ckpt")
+
+
+@pytest.fixture(scope="session")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Each task's tiny data and reference fit (``tests.tiny_tasks.Session``), shared by every test over all tasks."""
+    from tests.tiny_tasks import Session
+
+    return Session(tmp_path_factory)

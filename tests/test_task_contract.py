@@ -27,7 +27,6 @@ Contracts:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -44,7 +43,6 @@ from tasks.spec import all_tasks
 from tests.probes import (
     NaNMetric,
     PoisonWeights,
-    RunRecord,
     SignalAtStep,
     checkpoint_step,
     expect_one_sentence,
@@ -53,14 +51,11 @@ from tests.probes import (
     read_metrics,
     start_in_fork,
 )
-from tests.tiny_tasks import TinyTask, tiny_tasks
+from tests.tiny_tasks import NO_SANITY, REFERENCE_STEPS, Session, TinyTask, fit_recorded, tiny_tasks
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 CASES = tiny_tasks()
-NO_SANITY = ("--trainer.num_sanity_val_steps", "0")
-# The reference fit: 5 steps end mid-epoch at every task's tiny size (2, 3 or 6 steps an epoch).
-REFERENCE_STEPS = 5
 # Lightning's own files in a run folder (not written atomically by this project).
 LIGHTNING_FILES = {"metrics.csv", "hparams.yaml", "config.yaml"}
 
@@ -73,50 +68,6 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture(params=CASES, ids=[case.name for case in CASES])
 def case(request: pytest.FixtureRequest) -> TinyTask:
     return request.param
-
-
-class Session:
-    """What the contract tests share: each task's tiny data (written once) and its reference fit."""
-
-    def __init__(self, factory: pytest.TempPathFactory) -> None:
-        self.factory = factory
-
-    @functools.cache  # noqa: B019 - one Session per test session
-    def data(self, case: TinyTask) -> tuple[str, ...]:
-        return tuple(case.write(self.factory.mktemp(f"{case.name}-data")))
-
-    def args(self, case: TinyTask, runs: Path, *extra: str, width: float | None = 0.25) -> list[str]:
-        return case.args(self.data(case), runs, *NO_SANITY, *extra, width=width)
-
-    @functools.cache  # noqa: B019
-    def fitted(self, case: TinyTask) -> Path:
-        """The run folder of the task's reference fit (``REFERENCE_STEPS`` steps, default validation)."""
-        runs = self.factory.mktemp(f"{case.name}-fit")
-        case.spec.main(["fit", *self.args(case, runs, "--trainer.max_steps", str(REFERENCE_STEPS))])
-        return runs
-
-    @functools.cache  # noqa: B019
-    def default_length(self, case: TinyTask) -> tuple[Path, RunRecord]:
-        """A fit with no length option, of a task declared with ``REFERENCE_STEPS`` as its default
-        (the declared defaults, hundreds of steps, are checked without running)."""
-        runs = self.factory.mktemp(f"{case.name}-default")
-        short = dataclasses.replace(case.spec, default_steps=REFERENCE_STEPS)
-        return runs, fit_recorded(case, self.args(case, runs), spec=short)
-
-    def checkpoint(self, case: TinyTask) -> str:
-        return str(self.fitted(case) / "checkpoints" / "last.ckpt")
-
-
-@pytest.fixture(scope="session")
-def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
-    return Session(tmp_path_factory)
-
-
-def fit_recorded(case: TinyTask, args: list[str], spec: Any = None) -> RunRecord:
-    """``fit`` with ``args`` in this process; how the run went."""
-    record = RunRecord()
-    (spec or case.spec).main(["fit", *args], callbacks=[record])
-    return record
 
 
 def temporaries(folder: Path) -> list[Path]:

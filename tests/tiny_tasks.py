@@ -10,16 +10,18 @@ given a ``TinyTask`` here (the contract test fails until it has one).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tasks.spec import TaskSpec, all_tasks
-from tests.probes import tiny_run_args, write_coco
+from tests.probes import RunRecord, tiny_run_args, write_coco
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,48 @@ def tiny_tasks() -> tuple[TinyTask, ...]:
     )
     assert not by_name, f"declared tasks without a TinyTask in tests/tiny_tasks.py: {sorted(by_name)}"
     return cases
+
+
+# --- what the tests over every task share (the ``session`` fixture of tests/conftest.py) --------------
+NO_SANITY = ("--trainer.num_sanity_val_steps", "0")
+# The reference fit: 5 steps end mid-epoch at every task's tiny size (2, 3 or 6 steps an epoch).
+REFERENCE_STEPS = 5
+
+
+class Session:
+    """What the contract tests share: each task's tiny data (written once) and its reference fit."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+
+    @functools.cache  # noqa: B019 - one Session per test session
+    def data(self, case: TinyTask) -> tuple[str, ...]:
+        return tuple(case.write(self.factory.mktemp(f"{case.name}-data")))
+
+    def args(self, case: TinyTask, runs: Path, *extra: str, width: float | None = 0.25) -> list[str]:
+        return case.args(self.data(case), runs, *NO_SANITY, *extra, width=width)
+
+    @functools.cache  # noqa: B019
+    def fitted(self, case: TinyTask) -> Path:
+        """The run folder of the task's reference fit (``REFERENCE_STEPS`` steps, default validation)."""
+        runs = self.factory.mktemp(f"{case.name}-fit")
+        case.spec.main(["fit", *self.args(case, runs, "--trainer.max_steps", str(REFERENCE_STEPS))])
+        return runs
+
+    @functools.cache  # noqa: B019
+    def default_length(self, case: TinyTask) -> tuple[Path, RunRecord]:
+        """A fit with no length option, of a task declared with ``REFERENCE_STEPS`` as its default
+        (the declared defaults, hundreds of steps, are checked without running)."""
+        runs = self.factory.mktemp(f"{case.name}-default")
+        short = dataclasses.replace(case.spec, default_steps=REFERENCE_STEPS)
+        return runs, fit_recorded(case, self.args(case, runs), spec=short)
+
+    def checkpoint(self, case: TinyTask) -> str:
+        return str(self.fitted(case) / "checkpoints" / "last.ckpt")
+
+
+def fit_recorded(case: TinyTask, args: list[str], spec: Any = None) -> RunRecord:
+    """``fit`` with ``args`` in this process; how the run went."""
+    record = RunRecord()
+    (spec or case.spec).main(["fit", *args], callbacks=[record])
+    return record
