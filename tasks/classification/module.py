@@ -79,6 +79,9 @@ class ClassificationModule(TaskModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
 
+    def deploy_metadata(self) -> dict[str, Any]:
+        return {"reading": "logits over the classes of output_names; softmax gives their probabilities"}
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         logits = self(images)

@@ -134,6 +134,9 @@ class FaceAttributesModule(TaskModule):
         """Attribute logits for normalised images (resized to this model's resolution)."""
         return self.model(resize_batch(images, self.hparams.resolution))
 
+    def deploy_metadata(self) -> dict[str, Any]:
+        return {"reading": "one logit per attribute of output_names; sigmoid gives its probability"}
+
     def teacher_probs(self, batch: Batch) -> Tensor | None:
         """The teacher's probabilities for the batch: from ``--model.teacher`` or the outputs file."""
         if self.teacher is not None:

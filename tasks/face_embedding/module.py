@@ -112,6 +112,15 @@ class FaceEmbeddingModule(TaskModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
 
+    deploy_outputs = ("embeddings",)
+
+    def deploy_metadata(self) -> dict[str, Any]:
+        """The identity space: unit-length embeddings, compared by cosine similarity (a dot product)."""
+        return {
+            "embedding": {"size": self.hparams.embedding_size, "normalised": "L2, unit length"},
+            "reading": "embeddings in the identity space: the cosine similarity of two faces is their dot product",
+        }
+
     # --- training ---------------------------------------------------------------------------
     def teacher_embeddings(self, batch: dict[str, Any]) -> Tensor | None:
         """The teacher's embeddings of the batch: precomputed (data) or from the teacher model."""

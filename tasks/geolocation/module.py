@@ -152,6 +152,22 @@ class GeolocationModule(TaskModule):
         """(B, N) log-probabilities of the cells (the product over the hierarchy, if any)."""
         return hierarchical_log_probs(self.model(images), self.cell_parents)
 
+    deploy_outputs = ("log_probs",)
+
+    def deploy_metadata(self) -> dict[str, Any]:
+        """The cells travel with the model: each output's S2 token and the location it stands for."""
+        tokens = self.cell_tokens(range(len(self.cell_ids)))
+        return {
+            "reading": "log-probabilities of the cells (the product over the hierarchy); a photo's location is "
+            f"the {self.predict_location} of its most likely cell",
+            "cells": [
+                {"token": t, "centroid": [round(a, 6), round(b, 6)], "center": [round(c, 6), round(d, 6)]}
+                for t, (a, b), (c, d) in zip(
+                    tokens, self.cell_centroids.tolist(), self.cell_centers.tolist(), strict=True
+                )
+            ],
+        }
+
     def training_step(self, batch: tuple[Tensor, dict[str, Tensor]], batch_idx: int) -> Tensor:
         images, target = batch
         cells = target["cells"]
