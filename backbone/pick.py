@@ -243,6 +243,11 @@ def report(candidates: list[Candidate], choice: Choice, args: argparse.Namespace
     print(markdown_table(["model", "ms/image", "top-1 %", "top-1 from", "M mult-adds", "within budget"], rows))
     print()
     print(f"published top-1: {SOURCE}; mult-adds: the project's count (backbone.complexity, the paper's convention).")
+    if args.int8 and any(c.top1_from == "published" for c in candidates):
+        print(
+            "int8: the published top-1 is the float models'; post-training int8 usually costs some of it. Score "
+            "yours with `python -m tasks.classification test --deployed DIR` and pass its metrics.json to --accuracy."
+        )
     by_key = {c.key: c for c in candidates}
     if choice.best is not None:
         best = by_key[choice.best]

@@ -135,6 +135,11 @@ def judge(rows: list[Row], limits: tuple[float, Int8Limit]) -> dict[str, Any]:
         "int8_speedup": int8[best_int8],
         "int8_met": int8[best_int8] >= TARGET_INT8_SPEEDUP,
         "int8_over_fp32_limit": int8_limit.gops / fp32_limit,
+        # What the limits allow: the optimised path already runs at this share of the fp32 limit, so an
+        # fp32 path can be at most 1/share faster, an int8 one at most (int8 limit / fp32 limit) / share.
+        "optimised_limit_share": row.results["optimised"]["limit_share"],
+        "fp32_ceiling": 1.0 / row.results["optimised"]["limit_share"],
+        "int8_ceiling": int8_limit.gops / fp32_limit / row.results["optimised"]["limit_share"],
         "cpu_flags": cpu_flags(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
@@ -180,18 +185,29 @@ def report(rows: list[Row], limits: tuple[float, Int8Limit], args: argparse.Name
     print()
     if not targets:
         return
+    share = 100 * targets["optimised_limit_share"]
+    ceiling = (
+        f" The optimised path already runs at {share:.0f}% of the fp32 limit, so no fp32 path can beat it by more "
+        f"than {targets['fp32_ceiling']:.2f}× here."
+    )
     print(
         f"Target 1 — {targets['configuration']}: fastest fp32 export ≥ {TARGET_FP32_SPEEDUP}× the optimised path: "
         f"{targets['fastest_fp32']} {targets['fp32_speedup']:.2f}× → {verdict(targets['fp32_met'])}."
+        + ("" if targets["fp32_met"] else ceiling)
     )
     why = ""
     if not targets["int8_met"]:
         has_vnni = any(f in targets["cpu_flags"] for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-        why = f" Why: int8 GEMM runs at {targets['int8_over_fp32_limit']:.2f}× the fp32 GEMM on this CPU " + (
-            "(no int8 dot-product instruction: no AVX-512 VNNI, AVX-VNNI or AMX; AVX2's vpmaddubsw + vpmaddwd "
-            "give about the fp32 FMA rate), so int8 saves memory traffic but not arithmetic."
-            if not has_vnni
-            else "(it has an int8 dot-product instruction: the runtimes' int8 kernels leave it unused here)."
+        why = (
+            f" Why: the int8 GEMM limit is {targets['int8_over_fp32_limit']:.2f}× the fp32 one on this CPU "
+            + (
+                "(no int8 dot-product instruction: no AVX-512 VNNI, AVX-VNNI or AMX, so each int8 multiply-add "
+                "takes AVX2's vpmaddubsw + vpmaddwd; VNNI does it in one instruction)"
+                if not has_vnni
+                else "(it has an int8 dot-product instruction)"
+            )
+            + f", and with the optimised path at {share:.0f}% of the fp32 limit, int8 can be at most "
+            f"{targets['int8_ceiling']:.2f}× faster here."
         )
     print(
         f"Target 2 — {targets['configuration']}: fastest int8 ≥ {TARGET_INT8_SPEEDUP:g}× the optimised path: "

@@ -11,8 +11,9 @@ int8 GEMMs on ``size`` x ``size`` matrices (2 n^3 operations each):
   512 x 512 matrices so that it costs a second).
 
 Without an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX), an int8 multiply-add
-is built from ``vpmaddubsw`` + ``vpmaddwd`` (AVX2): about as many operations per cycle as fp32
-FMA, not the 4x VNNI gives. The ratio of the two limits says what int8 can gain here.
+is built from ``vpmaddubsw`` + ``vpmaddwd`` (AVX2): measured on the AVX2 development machine
+1.1-1.8x the fp32 GEMM (by matrix size and threads), not the ~4x VNNI gives. The ratio of the two
+limits says what int8 can gain here.
 """
 
 from __future__ import annotations
