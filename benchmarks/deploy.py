@@ -162,7 +162,8 @@ def report(rows: list[Row], limits: tuple[float, Int8Limit], args: argparse.Name
     torch_int_mm = "failed" if int8.torch_int_mm_gops is None else f"{int8.torch_int_mm_gops:.1f} GOP/s"
     print(
         f"Limits measured in this run: fp32 `torch.mm` {args.mm_size}² {fp32_limit:.1f} GFLOP/s (larger of start and "
-        f"end); int8 GEMM {int8.gops:.1f} GOP/s from {int8.kernel} ({int8.size}²: onnxruntime MatMulInteger "
+        f"end); int8 GEMM {int8.gops:.1f} GOP/s (larger of start and end) from {int8.kernel} "
+        f"({int8.size}²: onnxruntime MatMulInteger "
         f"{int8.onnxruntime_gops:.1f} GOP/s, torch._int_mm {torch_int_mm}); int8/fp32 = {int8.gops / fp32_limit:.2f}. "
         f"CPU flags: {', '.join(cpu_flags()) or 'unknown'}."
     )
@@ -209,6 +210,11 @@ def report(rows: list[Row], limits: tuple[float, Int8Limit], args: argparse.Name
             + f", and with the optimised path at {share:.0f}% of the fp32 limit, int8 can be at most "
             f"{targets['int8_ceiling']:.2f}× faster here."
         )
+        if targets["int8_speedup"] > targets["int8_ceiling"]:
+            why += (
+                " (The int8 paths beat that ceiling: the runtime's int8 convolution kernels outpace the int8 GEMM "
+                "measured, or load lowered its measurement; read the int8 limit as a lower bound.)"
+            )
     print(
         f"Target 2 — {targets['configuration']}: fastest int8 ≥ {TARGET_INT8_SPEEDUP:g}× the optimised path: "
         f"{targets['fastest_int8']} {targets['int8_speedup']:.2f}× → {verdict(targets['int8_met'])}.{why}"
@@ -224,15 +230,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     other = next(r for r in RUNTIMES if r != args.deploy_runtime)
     progress(f"torch {torch.__version__}, {torch.get_num_threads()} threads; limits first")
     start = measure_mm_peak(args.mm_size)
-    int8 = measure_int8_limit(args.deploy_int8_size, torch.get_num_threads())
-    progress(f"fp32 mm {start.gflops_median:.1f} GFLOP/s, int8 GEMM {int8.gops:.1f} GOP/s ({int8.kernel})")
+    int8_start = measure_int8_limit(args.deploy_int8_size, torch.get_num_threads())
+    progress(f"fp32 mm {start.gflops_median:.1f} GFLOP/s, int8 GEMM {int8_start.gops:.1f} GOP/s ({int8_start.kernel})")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mobilenet-deploy-") as scratch:
         for key in keys:
             runtimes = [args.deploy_runtime] + ([other] if key in both else [])
             rows += measure_model(args, key, runtimes, Path(scratch))
     end = measure_mm_peak(args.mm_size)
+    int8_end = measure_int8_limit(args.deploy_int8_size, torch.get_num_threads())
     fp32_limit = max(start.gflops_median, end.gflops_median)
+    # Both limits: the larger of the start and end measurements (a burst of load on a shared machine
+    # during one of them would otherwise lower the limit and inflate every share).
+    int8 = max(int8_start, int8_end, key=lambda limit: limit.gops)
     add_ratios(rows, fp32_limit, int8.gops)
     targets = judge(rows, (fp32_limit, int8))
     report(rows, (fp32_limit, int8), args, targets)
@@ -242,6 +252,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "fp32_start": asdict(start),
             "fp32_end": asdict(end),
             "fp32_gflops": fp32_limit,
+            "int8_start": asdict(int8_start),
+            "int8_end": asdict(int8_end),
             "int8": asdict(int8),
         },
         "rows": [{"model": r.model, "batch": r.batch, "mult_adds": r.mult_adds, **r.results} for r in rows],
