@@ -143,10 +143,11 @@ def test_every_ranged_option_of_a_task_refuses_values_outside_in_one_sentence(ta
 
 
 def subcommand_parsers() -> dict[str, Any]:
+    from backbone.pick import build_parser as pick_parser
     from tasks.face_embedding.index_cli import build_parser as index_parser
     from tasks.geolocation.partition import build_parser as partition_parser
 
-    parsers = {"partition": partition_parser()}
+    parsers = {"partition": partition_parser(), "backbone.pick": pick_parser()}
     for action in index_parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
             parsers.update({f"index {name}": sub for name, sub in action.choices.items()})
@@ -160,6 +161,7 @@ REQUIRED = {
     "index add": ["--index", "faces.index", "--images", "more"],
     "index remove": ["--index", "faces.index", "--identity", "ann"],
     "index search": ["--index", "faces.index"],
+    "backbone.pick": ["--latency-ms", "5"],
 }
 
 
@@ -208,13 +210,14 @@ def subcommand_cases() -> list[tuple[str, str, str]]:
 def test_a_subcommand_option_outside_its_range_is_one_sentence(
     command: str, option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from backbone.pick import main as pick_main
     from tasks.face_embedding.index_cli import main as index_main
     from tasks.geolocation.partition import main as partition_main
 
     args = [str(tmp_path / a) if a.endswith((".csv", ".ckpt", ".index")) else a for a in REQUIRED[command]]
     args += [option, value]
-    main = partition_main if command == "partition" else index_main
-    args = args if command == "partition" else [command.split()[1], *args]
+    main = {"partition": partition_main, "backbone.pick": pick_main}.get(command, index_main)
+    args = args if command in ("partition", "backbone.pick") else [command.split()[1], *args]
     expect_one_sentence(main, args, rf"^error: \S*{option} is {re.escape(value)}; expected ", capsys)
     assert not list(tmp_path.iterdir())  # refused before anything was read or written
 
