@@ -65,10 +65,10 @@ class SSDNetwork(nn.Module):
         features = list(self.backbone(images).values())
         head = self.head(features)
         regression, logits = head["bbox_regression"], head["cls_logits"]
-        batch = regression.shape[0]
-        anchors = self.anchors.expand(batch, -1, -1).reshape(-1, 4)
-        boxes = self.box_coder.decode_single(regression.reshape(-1, 4), anchors)
-        return boxes.reshape(batch, -1, 4), torch.softmax(logits, dim=-1)
+        # decode_single decodes k boxes per anchor from (anchors, 4k) codes: the batch is k.
+        codes = regression.transpose(0, 1).flatten(1)
+        boxes = self.box_coder.decode_single(codes, self.anchors).unflatten(1, (-1, 4)).transpose(0, 1)
+        return boxes, torch.softmax(logits, dim=-1)
 
 
 class _AlreadyDecoded:
