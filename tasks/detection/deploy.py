@@ -22,7 +22,11 @@ is torchvision's ``SSD.postprocess_detections`` and ``GeneralizedRCNNTransform.p
 
 NMS stays outside the graph: its output has a data-dependent size, which the dynamo ONNX exporter
 and int8 quantisation handle poorly, and a fixed-size graph runs the same in both runtimes.
-Only SSD300 exports: Faster R-CNN's second stage crops a data-dependent set of proposals.
+Only SSD300 exports. Faster R-CNN's second stage runs on a data-dependent set of proposals (the
+RPN's NMS), so its network cannot stop before NMS: the dynamo ONNX exporter fails on it
+(``GuardOnDataDependentSymNode`` in ``batched_nms``); the legacy exporter and OpenVINO convert it
+for one image with NMS inside, which needs a one-image graph with variable-length outputs that the
+deploy mechanism (dynamic batch, fixed output shapes, int8 calibration) does not provide.
 """
 
 from __future__ import annotations
@@ -99,9 +103,13 @@ class SSDPostprocess:
 
     @classmethod
     def of(cls, ssd: SSD) -> SSDPostprocess:
-        return cls(float(ssd.score_thresh), float(ssd.nms_thresh), int(ssd.topk_candidates), int(ssd.detections_per_img))
+        return cls(
+            float(ssd.score_thresh), float(ssd.nms_thresh), int(ssd.topk_candidates), int(ssd.detections_per_img)
+        )
 
-    def __call__(self, boxes: Tensor, scores: Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def __call__(
+        self, boxes: Tensor, scores: Tensor, image_sizes: Sequence[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
         """Per image: ``boxes`` xyxy (transformed pixels, clipped), ``scores``, ``labels`` 1..C-1."""
         outputs = {"bbox_regression": boxes, "cls_logits": torch.log(scores)}
         return SSD.postprocess_detections(self, outputs, list(boxes), list(image_sizes))  # type: ignore[arg-type]
@@ -126,7 +134,9 @@ class DeployedSSD(nn.Module):
         images = list(images)
         original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         transformed, _ = self.transform(images)
-        boxes, scores = (torch.from_numpy(out).to(transformed.tensors.device) for out in self.runner(transformed.tensors))
+        boxes, scores = (
+            torch.from_numpy(out).to(transformed.tensors.device) for out in self.runner(transformed.tensors)
+        )
         detections = self.postprocess(boxes, scores, transformed.image_sizes)
         return self.transform.postprocess(detections, transformed.image_sizes, original_sizes)
 
