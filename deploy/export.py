@@ -40,6 +40,9 @@ from tasks.guards import check_output_names
 # fp32 export is the same arithmetic in another order: outputs agree to float rounding. Beyond this
 # the export is refused (a wrong graph, a layer the runtime reads differently), not shipped.
 FP32_TOLERANCE = 1e-3
+# The traced example's batch: torch.export specialises a batch of 1 to a constant (its 0/1
+# specialisation), which left the ONNX SSD graph fixed at batch 1; two images keep it dynamic.
+EXAMPLE_IMAGES = 2
 
 
 def describe_transform(transform: Any) -> list[dict[str, Any]]:
@@ -91,9 +94,9 @@ def export_task(
     # The data and the checkpoint must mean the same outputs, as for any use of a checkpoint.
     outputs = stamp.get(OUTPUTS_KEY)
     check_output_names(ckpt_path, outputs, data.output_names("fit"))
-    batches = calibration_batches(module, data, calibration if int8 else 1)
+    batches = calibration_batches(module, data, calibration if int8 else EXAMPLE_IMAGES)
     network = module.deploy_network().eval()
-    example = batches[0]
+    example = torch.cat(batches)[:EXAMPLE_IMAGES]
     with torch.no_grad():
         expected = network(example)
     expected = [expected] if isinstance(expected, Tensor) else list(expected)

@@ -43,6 +43,7 @@ from backbone.errors import BadInputError
 from backbone.ranges import PositiveInt, Probability, Share
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
+from tasks.detection.deploy import DetectionDeploy
 from tasks.detection.evaluation import CocoEvaluator, to_original_pixels
 from tasks.detection.faster_rcnn import build_faster_rcnn
 from tasks.detection.pr_curve import write_pr_curve
@@ -89,7 +90,7 @@ def _model_targets(targets: Sequence[Mapping[str, Any]], device: torch.device) -
     return [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
 
 
-class DetectionModule(TaskModule):
+class DetectionModule(DetectionDeploy, TaskModule):
     """SSD300 or Faster R-CNN on a MobileNetV1 of width ``width``, scored with COCO mAP.
 
     Args (beyond ``TaskModule``'s: width, resolution, weight_decay, optimizer, schedule):
