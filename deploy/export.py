@@ -37,9 +37,11 @@ from deploy.runtime import Runner, Runtime, export_network, runtime_version
 from tasks.checkpoints import OUTPUTS_KEY, STAMP_KEY
 from tasks.guards import check_output_names
 
-# fp32 export is the same arithmetic in another order: outputs agree to float rounding. Beyond this
-# the export is refused (a wrong graph, a layer the runtime reads differently), not shipped.
-FP32_TOLERANCE = 1e-3
+# fp32 export is the same arithmetic in another order: outputs agree to float rounding (1e-7 of
+# their scale on trained models; 2e-3 on a 5-step tiny SSD whose fp32 features are 0.1 from fp64).
+# A wrong graph, or a layer the runtime reads differently, is off by the output's own scale: beyond
+# 1% of it the export is refused, not shipped. (Box outputs are pixels: the scale is their size.)
+FP32_TOLERANCE = 1e-2
 # The traced example's batch: torch.export specialises a batch of 1 to a constant (its 0/1
 # specialisation), which left the ONNX SSD graph fixed at batch 1; two images keep it dynamic.
 EXAMPLE_IMAGES = 2
@@ -88,6 +90,7 @@ def export_task(
     overwrite: bool,
 ) -> Path:
     """Export ``module`` with the weights of ``ckpt_path`` into the deploy folder ``out``; return it."""
+    module.check_export(runtime, int8)
     checkpoint = _load_weights(module, ckpt_path)
     stamp = checkpoint.get(STAMP_KEY) or {}
     module.eval()
@@ -104,11 +107,11 @@ def export_task(
     with deploy_folder(out, overwrite) as folder:
         files = export_network(network, example, folder, runtime, names, batches if int8 else None)
         got = Runner(folder, runtime)(example)
-        difference = max_difference([e.numpy() for e in expected], got)
-        if not int8 and difference > FP32_TOLERANCE:
+        difference, relative = max_difference([e.numpy() for e in expected], got)
+        if not int8 and relative > FP32_TOLERANCE:
             raise BadInputError(
                 f"The exported {runtime} model differs from the checkpoint by {difference:.3g} on a training batch "
-                f"(more than {FP32_TOLERANCE}); the export was not written."
+                f"({relative:.2g} of the output's scale, more than {FP32_TOLERANCE}); the export was not written."
             )
         record = {
             "task": stamp.get("task"),
@@ -131,6 +134,7 @@ def export_task(
             ],
             "output_names": outputs,
             "max_abs_difference_to_checkpoint": difference,
+            "max_relative_difference_to_checkpoint": relative,
             "checkpoint": {"path": str(ckpt_path), "sha256": sha256(ckpt_path)},
             "exported_with": {"torch": torch.__version__, "python": platform.python_version()},
             "hparams": json.loads(json.dumps(dict(module.hparams), default=str)),

@@ -134,11 +134,14 @@ def read_deploy(folder: str | os.PathLike[str], task: str | None = None) -> dict
     return record
 
 
-def max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """The largest absolute difference between two lists of outputs (the export's parity check)."""
-    return float(
-        max(
-            np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))) if x.size else 0.0
-            for x, y in zip(a, b, strict=True)
-        )
-    )
+def max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
+    """The largest absolute difference between two lists of outputs, and the largest relative to its
+    output's scale (its largest magnitude, at least 1): the export's parity check."""
+    absolute, relative = 0.0, 0.0
+    for x, y in zip(a, b, strict=True):
+        if not x.size:
+            continue
+        gap = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+        absolute = max(absolute, gap)
+        relative = max(relative, gap / max(1.0, float(np.max(np.abs(x)))))
+    return absolute, relative

@@ -123,6 +123,9 @@ class TaskModule(LightningModule):
     # The names of the exported network's outputs, in order.
     deploy_outputs: ClassVar[tuple[str, ...]] = ("logits",)
 
+    def check_export(self, runtime: str, int8: bool) -> None:
+        """Refuse, in one sentence and before any work, an export this task cannot make well."""
+
     def deploy_network(self) -> nn.Module:
         """The network ``export`` writes: this module's ``forward`` (a batch of images, as the data
         gives them, in; what ``forward`` returns out), with any buffer it reads as a constant."""

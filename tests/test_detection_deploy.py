@@ -15,7 +15,7 @@ from backbone.errors import BadInputError
 from tasks.detection.evaluation import STAT_NAMES
 from tasks.detection.module import DetectionModule
 from tasks.detection.task import TASK as DETECTION
-from tests.probes import one_torch_thread, tiny_run_args, write_coco
+from tests.probes import expect_one_sentence, one_torch_thread, tiny_run_args, write_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -62,7 +62,7 @@ def _sorted(detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(detections, key=lambda d: (d["image_id"], d["category_id"], -d["score"], d["bbox"]))
 
 
-@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["onnxruntime"])  # OpenVINO fp32: tests/test_deploy_contract.py
 def test_fp32_deployed_scores_as_the_checkpoint(
     fitted: tuple[Path, Path, Path], scored: tuple[dict[str, Any], list[dict[str, Any]]], tmp_path: Path, runtime: str
 ) -> None:
@@ -94,16 +94,15 @@ def test_fp32_deployed_scores_as_the_checkpoint(
     assert any("batched_nms" in step for step in post["steps"])
 
 
-def test_int8_export_is_scored(fitted: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_openvino_int8_is_refused_before_any_work(
+    fitted: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(ONNX Runtime int8 of the detector: tests/test_deploy_contract.py.)"""
     root, runs, ckpt = fitted
     out = tmp_path / "int8"
-    export = ["--ckpt_path", str(ckpt), "--out", str(out), "--int8", "--calibration", "8"]
-    DETECTION.main(["export", *_args(root, runs, *export)])
-    record = json.loads((out / "deploy.json").read_text())
-    assert (record["precision"], record["calibration_images"]) == ("int8", 8)
-    metrics, _ = _test(root, runs, "--deployed", str(out))
-    assert metrics["deployed"]["precision"] == "int8"
-    assert set(STAT_NAMES) <= set(metrics["metrics"])
+    export = ["export", *_args(root, runs, "--ckpt_path", str(ckpt), "--out", str(out), "--int8")]
+    expect_one_sentence(DETECTION.main, export, r"OpenVINO int8 of the SSD detector .* --runtime onnxruntime", capsys)
+    assert not out.exists()
 
 
 def test_deployed_network_is_the_detector() -> None:
