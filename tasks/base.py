@@ -119,7 +119,7 @@ class TaskModule(LightningModule):
                     f"{tuple(own[key].shape)}: it was trained for another width or number of classes."
                 )
 
-    # --- deploy (``export``, ``test --deployed``: deploy/export.py) -------------------------
+    # --- deploy (``export``, ``test --deployed``: tasks/export.py) -------------------------
     # The names of the exported network's outputs, in order.
     deploy_outputs: ClassVar[tuple[str, ...]] = ("logits",)
 

@@ -202,7 +202,7 @@ class TaskCLI(LightningCLI):
     def _apply_deployed(self, config: Any) -> None:
         """``test --deployed DIR``: the model is the exported one, built with the hyper-parameters
         ``DIR/deploy.json`` saved (as ``--ckpt_path`` applies a checkpoint's)."""
-        from deploy.export import deploy_hparams
+        from tasks.export import deploy_hparams
 
         if config.get("ckpt_path") is not None:
             raise BadInputError(

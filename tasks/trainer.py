@@ -19,7 +19,7 @@ CALIBRATION_IMAGES = 300  # NNCF's default subset size; ONNX Runtime's docs sugg
 
 
 class TaskTrainer(Trainer):
-    """``Trainer`` with the deploy subcommands (``deploy.export``)."""
+    """``Trainer`` with the deploy subcommands (``tasks.export``)."""
 
     def export(
         self,
@@ -42,7 +42,7 @@ class TaskTrainer(Trainer):
             calibration: training images the int8 ranges are calibrated on.
             overwrite: replace an existing ``out`` folder.
         """
-        from deploy.export import export_task
+        from tasks.export import export_task
 
         folder = export_task(model, datamodule, ckpt_path, out, runtime, int8, calibration, overwrite)
         print(f"Exported {ckpt_path} to {folder} ({runtime}, {'int8' if int8 else 'fp32'}).")
@@ -65,7 +65,7 @@ class TaskTrainer(Trainer):
             deployed: a folder written by ``export``; its model is scored in place of ``--ckpt_path``.
         """
         if deployed is not None:
-            from deploy.export import attach_deployed
+            from tasks.export import attach_deployed
 
             attach_deployed(model, datamodule, deployed)
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
