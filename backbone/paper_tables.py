@@ -60,15 +60,25 @@ class PaperRow:
     deviation: str = ""  # why the project's count is outside the tolerance, when it is
 
 
-def _mobilenet(table: int, width: float, resolution: int, top1: float, mult_adds: float, params: float) -> PaperRow:
+def _mobilenet(
+    table: int,
+    width: float,
+    resolution: int,
+    top1: float,
+    mult_adds: float,
+    params: float,
+    dataset: str = "ImageNet",
+    num_classes: int = 1000,
+) -> PaperRow:
+    """A MobileNet classifier row: ImageNet (Tables 6-9) or Stanford Dogs (Table 10)."""
     return PaperRow(
         f"table{table}/{width}-{resolution}",
         table,
         f"{width} MobileNet-{resolution}",
         mult_adds,
         params,
-        (Accuracy("ImageNet top-1", "top1", top1),),
-        Model("classifier", width, resolution),
+        (Accuracy(f"{dataset} top-1", "top1", top1),),
+        Model("classifier", width, resolution, num_classes=num_classes),
         project=True,
     )
 
@@ -82,16 +92,7 @@ def _top1(value: float) -> Accuracy:
 
 
 def _dogs(table: int, width: float, resolution: int, top1: float, mult_adds: float, params: float) -> PaperRow:
-    return PaperRow(
-        f"table{table}/{width}-{resolution}",
-        table,
-        f"{width} MobileNet-{resolution}",
-        mult_adds,
-        params,
-        (Accuracy("Stanford Dogs top-1", "top1", top1),),
-        Model("classifier", width, resolution, num_classes=120),
-        project=True,
-    )
+    return _mobilenet(table, width, resolution, top1, mult_adds, params, "Stanford Dogs", num_classes=120)
 
 
 def _attributes(width: float, resolution: int, mean_ap: float, mult_adds: float, params: float) -> PaperRow:
