@@ -19,11 +19,12 @@ int8). Every exported model takes a dynamic batch.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -86,6 +87,7 @@ def _export_openvino(
 ) -> None:
     import openvino as ov
 
+    openvino_core()  # loaded before NNCF's own Cores come and go (see openvino_core)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
         model = ov.convert_model(network, example_input=example)
@@ -155,6 +157,18 @@ def _export_onnxruntime(
         )
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``ov.Core``, kept for the process's life (OpenVINO advises one Core).
+
+    Why kept: a Core that is destroyed can unload the CPU plugin, and a child forked after that (a
+    DataLoader worker, a test's forked run) died of SIGSEGV; measured with two Runners in turn, and
+    after NNCF's own short-lived Cores. Holding one Core keeps the plugin loaded."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class Runner:
     """A deployed model loaded in its runtime: ``runner(images)`` -> its outputs, as numpy arrays.
 
@@ -171,9 +185,7 @@ class Runner:
         )
 
     def _openvino(self) -> Callable[[np.ndarray], list[np.ndarray]]:
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(
+        compiled = openvino_core().compile_model(
             str(self.folder / "model.xml"),
             "CPU",
             {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"},
