@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--activation", choices=("relu6", "relu"), default="relu6")
     parser.add_argument("--out", type=Path, default=Path("runs/deploy_parity"))
     parser.add_argument("--calibration", type=int, default=300)
+    parser.add_argument("--reuse", action="store_true", help="keep the run folder's last.ckpt: export and test only")
     args = parser.parse_args()
     name = f"{args.task}-{args.set}-{args.activation}"
     runs = args.out / name
@@ -112,13 +113,14 @@ def main() -> None:
     common = [*data, *SIZES[args.task], "--trainer.default_root_dir", str(runs)]
     if args.activation == "relu":
         common += ["--model.activation", "relu"]
-    fit_s = task_run(args.task, "fit", *common)
+    reuse = args.reuse and (runs / "checkpoints" / "last.ckpt").is_file()
+    fit_s = 0.0 if reuse else task_run(args.task, "fit", *common)
     task_run(args.task, "test", *common, "--ckpt_path", "last")
     results = {"checkpoint": newest_metrics(runs)}
     for runtime, int8 in EXPORTS:
         label = f"{runtime} {'int8' if int8 else 'fp32'}"
         folder = runs / "deployed" / label.replace(" ", "-")
-        extra = ["--int8", "--calibration", str(args.calibration)] if int8 else []
+        extra = ["--runtime", runtime, *(["--int8", "--calibration", str(args.calibration)] if int8 else [])]
         try:
             task_run(args.task, "export", *common, "--ckpt_path", "last", "--out", str(folder), "--overwrite", *extra)
         except subprocess.CalledProcessError:  # refused (detection's OpenVINO int8): no figure
