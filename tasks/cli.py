@@ -196,8 +196,7 @@ class TaskCLI(LightningCLI):
             # options of the model, including those linked in from the data at instantiation
             set(vars(config["model"])) | {t.split(".", 1)[1] for _, t in self.spec.links if t.startswith("model.")},
         )
-        config["backbone"] = config["model"]["width"] = width
-        config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
+        set_size(config, width, resolution)
 
     def _apply_deployed(self, config: Any) -> None:
         """``test --deployed DIR``: the model is the exported one, built with the hyper-parameters
@@ -213,8 +212,7 @@ class TaskCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         config = self.config[subcommand]
         width, resolution = hparams["width"], hparams["resolution"]
-        config["backbone"] = config["model"]["width"] = width
-        config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
+        set_size(config, width, resolution)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -238,6 +236,12 @@ class TaskCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+
+def set_size(config: Any, width: float, resolution: int) -> None:
+    """Put a checkpoint's or deployed model's width and resolution into every option that holds them."""
+    config["backbone"] = config["model"]["width"] = width
+    config["resolution"] = config["model"]["resolution"] = config["data"]["resolution"] = resolution
 
 
 # Boolean options written as bare flags (``export --int8 --overwrite``); jsonargparse wants a value.
