@@ -19,6 +19,7 @@ because that is the one package every layer may import.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from collections.abc import Mapping
@@ -109,3 +110,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "to start a backbone from it, use --model.backbone_weights."
         )
     raise _no_state_dict(path, obj)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks: a checkpoint's identity, recorded beside what it made
+    (a face index's vectors, a deploy folder's model)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

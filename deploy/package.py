@@ -14,7 +14,6 @@ leaves either the old folder or the new one. An existing folder is replaced only
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,15 +34,6 @@ from deploy.runtime import MODEL_FILES, RUNTIMES
 DEPLOY_FILE = "deploy.json"
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "task", "runtime", "precision", "width", "resolution", "input", "outputs", "hparams")
-
-
-def sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextmanager

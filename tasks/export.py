@@ -12,7 +12,6 @@ task's, computed on the exported model's outputs.
 
 from __future__ import annotations
 
-import itertools
 import json
 import platform
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 from torch import Tensor
 
-from backbone.checkpoint_reader import read_checkpoint
+from backbone.checkpoint_reader import file_sha256, read_checkpoint
 from backbone.errors import BadInputError
 from deploy.package import (
     decode_state,
@@ -30,7 +29,6 @@ from deploy.package import (
     encode_state,
     max_difference,
     read_deploy,
-    sha256,
     write_deploy_json,
 )
 from deploy.runtime import Runner, Runtime, export_network, runtime_version
@@ -61,7 +59,7 @@ def calibration_batches(module: Any, data: LightningDataModule, count: int) -> l
     """``count`` training images, as the network takes them, in the data's batches (the last one cut)."""
     data.setup("fit")
     batches, seen = [], 0
-    for batch in itertools.islice(data.train_dataloader(), 1_000_000):
+    for batch in data.train_dataloader():
         images = module.deploy_inputs(batch)[: count - seen]
         batches.append(images)
         seen += len(images)
@@ -135,7 +133,7 @@ def export_task(
             "output_names": outputs,
             "max_abs_difference_to_checkpoint": difference,
             "max_relative_difference_to_checkpoint": relative,
-            "checkpoint": {"path": str(ckpt_path), "sha256": sha256(ckpt_path)},
+            "checkpoint": {"path": str(ckpt_path), "sha256": file_sha256(ckpt_path)},
             "exported_with": {"torch": torch.__version__, "python": platform.python_version()},
             "hparams": json.loads(json.dumps(dict(module.hparams), default=str)),
             "state": encode_state(module.deploy_state()),

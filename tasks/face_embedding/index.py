@@ -20,7 +20,6 @@ Both files are written to temporary siblings and renamed (``tasks.outputs.atomic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -92,15 +91,6 @@ def sidecar(path: str | os.PathLike[str]) -> Path:
     """The metadata file beside an index: ``<index>.json``."""
     path = Path(path)
     return path.with_name(path.name + ".json")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file (the identity of the model that made an index's vectors)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_nlist(count: int) -> int:

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from backbone.checkpoint_reader import file_sha256
 from backbone.errors import BadInputError
 from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt, float_range
 from datasets.demo.cache import announce_demo
@@ -42,7 +43,6 @@ from tasks.face_embedding.index import (
     FaceIndex,
     HnswDegree,
     TrainSize,
-    file_sha256,
     index_params,
     sidecar,
 )
