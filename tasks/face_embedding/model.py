@@ -39,3 +39,17 @@ class FaceEmbedder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         features = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
         return F.normalize(self.norm(self.bottleneck(self.dropout(features))), dim=1)
+
+
+def embed(model: nn.Module, images: Tensor, flip_test: bool = True) -> Tensor:
+    """Unit-length embeddings of ``images``; with ``flip_test``, of each image and its mirror image
+    averaged (then renormalised), as insightface's and facenet's evaluation do (``--model.flip_test``).
+
+    A face and its mirror image are the same person, so the average cancels part of what pose and
+    lighting asymmetry put into one view: the issue's measurement raised top-1 identification from
+    0.139 to 0.25 on one checkpoint. It costs a second forward pass.
+    """
+    embeddings = model(images)
+    if not flip_test:
+        return embeddings
+    return F.normalize(embeddings + model(images.flip(-1)), dim=1)
