@@ -30,7 +30,7 @@ from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution, 
 from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.faces import ensure_demo_faces
 from datasets.images import image_files, read_rgb
-from datasets.lfw import read_pairs
+from datasets.lfw import LfwPairs, read_pairs
 from datasets.schema import Field, Format
 
 # Which evaluation set an image of the validation split belongs to.
@@ -56,18 +56,20 @@ def identity_images(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def split_heldout(identities: Sequence[str], fraction: float) -> set[str]:
-    """A seeded choice of ``fraction`` of the identities (at least 2 when any), held out of training."""
+def split_heldout(identities: Sequence[str], fraction: float, parts: int = 1) -> list[set[str]]:
+    """``parts`` disjoint seeded choices of ``fraction`` of the identities each (at least 2 when any),
+    held out of training: validation, then test."""
     if fraction <= 0:
-        return set()
+        return [set() for _ in range(parts)]
     count = max(2, round(fraction * len(identities)))
-    if count >= len(identities) - 1:
+    if count * parts >= len(identities) - 1:
         raise BadInputError(
-            f"Holding out {fraction} of {len(identities)} identities leaves fewer than 2 to train on; "
-            "lower --data.heldout_fraction or add identities."
+            f"Holding out {parts} x {fraction} of {len(identities)} identities leaves fewer than 2 to train on; "
+            "lower --data.heldout_fraction, add identities, or give --data.lfw_root / --data.test_root to test on."
         )
     order = np.random.default_rng(HELDOUT_SEED).permutation(len(identities))
-    return {identities[i] for i in order[:count]}
+    shares = [{identities[i] for i in order[k * count : (k + 1) * count]} for k in range(parts)]
+    return shares
 
 
 def face_train_transform(resolution: int, min_scale: float) -> v2.Compose:
@@ -292,14 +294,22 @@ def read_teacher_embeddings(path: str | Path, images: Sequence[Path], root: Path
 
 
 class FaceDataModule(TaskDataModule):
-    """Training identities, validated on LFW (``lfw_root``) and/or held-out identities.
+    """Training identities; validation identities that select and calibrate; test pairs that do neither.
+
+    - ``val`` (checkpoint selection, the threshold's calibration): identities held out of training
+      (a seeded ``heldout_fraction`` of ``root``, or ``heldout_root``).
+    - ``test`` (the figures to report): LFW's pairs (``lfw_root``), else the identities of
+      ``test_root``, else a second seeded share of ``root`` (as large as the held-out one),
+      never used in training or selection. With no held-out identities at all the model is
+      selected on LFW, and that is said once.
 
     Args:
         root: ``<identity>/*.jpg`` folders; None uses the built-in demo identities (and demo LFW).
-        lfw_root: a folder with ``lfw/<Name>/<Name>_0001.jpg`` and ``pairs.txt``: LFW metrics.
-        heldout_root: identity folders for ``tar_at_far_1e-4`` (all pairs); default a split of ``root``.
-        heldout_fraction: the share of ``root``'s identities held out of training when no
+        lfw_root: a folder with ``lfw/<Name>/<Name>_0001.jpg`` and ``pairs.txt``: the test pairs.
+        heldout_root: validation identity folders; default a held-out share of ``root``.
+        heldout_fraction: the share of ``root``'s identities held out for validation when no
             ``heldout_root`` is given (seeded, the same in every run); 0 keeps all for training.
+        test_root: test identity folders when there is no LFW.
         images_per_identity: K of the P x K training batches; P = ``batch_size // K`` (checked when
             training; evaluation and predict batches may have any size).
         teacher_embeddings: precomputed teacher embeddings for distillation (``read_teacher_embeddings``).
@@ -321,6 +331,7 @@ class FaceDataModule(TaskDataModule):
         images_per_identity: ImagesPerIdentity = 4,
         teacher_embeddings: str | None = None,
         min_scale: CropScale = 0.8,
+        test_root: str | None = None,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
         if lfw_root is None and self.uses_demo:  # the demo brings its own LFW-layout set (validates_on_lfw)
@@ -334,23 +345,44 @@ class FaceDataModule(TaskDataModule):
         self.teacher_embeddings = teacher_embeddings
         self.min_scale = min_scale
         everyone = identity_images(self.root)
+        needs_test_share = self.lfw_root is None and test_root is None
+        # validation share first, then (only when nothing else can test) a test share of the same size
+        shares = split_heldout(list(everyone), heldout_fraction, parts=1 + needs_test_share)
         if heldout_root is not None:
             heldout = identity_images(Path(heldout_root).expanduser())
+            shares = [set(), shares[0]] if needs_test_share else [set()]
         else:
-            names = split_heldout(list(everyone), heldout_fraction)
-            heldout = {name: everyone[name] for name in names}
-        self.train_identities = {n: f for n, f in everyone.items() if heldout_root is not None or n not in heldout}
+            heldout = {name: everyone[name] for name in shares[0]}
+        test = {name: everyone[name] for name in shares[-1]} if needs_test_share else {}
+        if test_root is not None:
+            test = identity_images(Path(test_root).expanduser())
+        if not test and self.lfw_root is None:
+            test = heldout  # said below: nothing else to test on
+        # Identities of a separate --data.heldout_root / --data.test_root may share names with root's.
+        kept_out = (set() if heldout_root is not None else set(heldout)) | (set() if test_root else set(test))
+        self.train_identities = {n: f for n, f in everyone.items() if n not in kept_out}
         self.heldout_identities = heldout
+        self.test_identities = test
         if self.lfw_root is None and not heldout:
             raise BadInputError(
                 "Nothing to validate on: give --data.lfw_root (LFW) or hold out identities "
                 "(--data.heldout_fraction > 0 or --data.heldout_root)."
             )
         self.lfw_pairs = read_pairs(self.lfw_root) if self.lfw_root is not None else None
-        if self.lfw_root is None:
+        if not heldout:
             _say(
-                "No --data.lfw_root: validating on the held-out identities only (tar_at_far_1e-4 over all their "
-                "pairs); LFW metrics need LFW."
+                "No validation identities (--data.heldout_fraction 0, no --data.heldout_root): the checkpoint is "
+                "selected on LFW's pairs, the same pairs 'test' reports, so its LFW figures are optimistic."
+            )
+        elif test is heldout:
+            _say(
+                "No --data.lfw_root, --data.test_root or test share of --data.root (--data.heldout_fraction 0): "
+                "'test' reports the validation identities that selected the checkpoint."
+            )
+        elif self.lfw_root is None and test_root is None:
+            _say(
+                f"No --data.lfw_root or --data.test_root: testing on {len(test)} further identities of --data.root "
+                "held out of training and of checkpoint selection."
             )
 
     def demo_root(self) -> Path:
@@ -367,14 +399,25 @@ class FaceDataModule(TaskDataModule):
         return FaceImages(paths, labels, face_train_transform(self.resolution, self.min_scale), teacher=teacher)
 
     def val_dataset(self) -> Dataset:
+        if not self.heldout_identities:
+            return self._evaluation_set(self.lfw_pairs, {})
+        return self._evaluation_set(None, self.heldout_identities)
+
+    def test_dataset(self) -> Dataset:
+        return self._evaluation_set(self.lfw_pairs, {} if self.lfw_pairs is not None else self.test_identities)
+
+    def _evaluation_set(self, pairs: LfwPairs | None, identities: dict[str, list[Path]]) -> FaceImages:
+        """LFW's pair images (first, in ``pairs.images`` order, labelled by person) and/or identity folders."""
         paths: list[Path] = []
         labels: list[int] = []
         sources: list[int] = []
-        if self.lfw_pairs is not None:
-            paths += self.lfw_pairs.images
-            labels += [-1] * len(self.lfw_pairs.images)
-            sources += [SOURCE_LFW] * len(self.lfw_pairs.images)
-        for label, files in enumerate(self.heldout_identities.values()):
+        if pairs is not None:
+            people = {name: label for label, name in enumerate(sorted({p.parent.name for p in pairs.images}))}
+            paths += pairs.images
+            labels += [people[p.parent.name] for p in pairs.images]
+            sources += [SOURCE_LFW] * len(pairs.images)
+        offset = max(labels, default=-1) + 1
+        for label, files in enumerate(identities.values(), start=offset):
             paths += files
             labels += [label] * len(files)
             sources += [SOURCE_HELDOUT] * len(files)

@@ -100,8 +100,10 @@ def test_pk_sampler_batches_and_ranks() -> None:
 def test_identity_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
     write_identities(tmp_path, identities=20, photos=1, seed=0, size=32)
     names = list(identity_images(tmp_path))
-    held = split_heldout(names, 0.1)
-    assert held == split_heldout(names, 0.1) and len(held) == 2 and held <= set(names)
+    (held,) = split_heldout(names, 0.1)
+    assert [held] == split_heldout(names, 0.1) and len(held) == 2 and held <= set(names)
+    validation, test = split_heldout(names, 0.1, parts=2)
+    assert validation == held and len(test) == 2 and not validation & test
     with pytest.raises(BadInputError, match="leaves fewer than 2 to train on"):
         split_heldout(names[:3], 0.5)
 

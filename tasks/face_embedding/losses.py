@@ -13,8 +13,11 @@ difference), "the MobileNet student is trained to match the teacher's embeddings
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from backbone.ranges import float_range
 
@@ -67,3 +70,34 @@ def triplet_semihard_loss(embeddings: Tensor, labels: Tensor, margin: float = TR
 def distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean over the batch of the squared L2 difference between student and teacher embeddings."""
     return (student.float() - teacher.float()).pow(2).sum(1).mean()
+
+
+# --- margin softmax over the training identities (ArcFace, CosFace) -------------------------------
+# The losses face recognition moved to after FaceNet: a softmax over the training identities whose
+# target logit is penalised by a margin, so each identity's embeddings gather in a tight cone.
+# pytorch-metric-learning implements both (its ``W`` holds one unit vector per identity); the
+# class weights are training state only: they live in the loss, never in the embedder that
+# predict, export and the face index use.
+IdentityLoss = Literal["triplet", "arcface", "cosface"]
+# The papers' margins and scale: ArcFace (Deng et al., 2019, Sec. 3.1 / Table 1: m = 0.5 rad,
+# s = 64); CosFace (Wang et al., 2018, Sec. 4.1: m = 0.35, s = 64).
+PUBLISHED_MARGIN = {"arcface": 0.5, "cosface": 0.35}
+PUBLISHED_SCALE = 64.0
+# An angular margin of pi/2 or more has no monotone cos(theta + m) left to train on.
+SoftmaxMargin = float_range(0, 1.5)
+
+
+def margin_softmax(kind: str, identities: int, embedding_size: int, scale: float) -> nn.Module:
+    """The ArcFace or CosFace loss over ``identities`` classes, its margin set by ``set_margin``."""
+    from pytorch_metric_learning.losses import ArcFaceLoss, CosFaceLoss
+
+    if kind == "arcface":  # pytorch-metric-learning takes ArcFace's margin in degrees
+        return ArcFaceLoss(identities, embedding_size, margin=math.degrees(PUBLISHED_MARGIN[kind]), scale=scale)
+    if kind == "cosface":
+        return CosFaceLoss(identities, embedding_size, margin=PUBLISHED_MARGIN[kind], scale=scale)
+    raise ValueError(f"not a margin-softmax loss: {kind!r}")
+
+
+def set_margin(loss: nn.Module, margin: float) -> None:
+    """Set the margin (radians for ArcFace, cosine units for CosFace): the warm-up ramps it."""
+    loss.margin = float(margin)  # both losses read ``margin`` at every call (ArcFace after its degree->radian init)

@@ -15,6 +15,9 @@ fold. The reference's ``scipy.interpolate.interp1d(far, thresholds, kind='slinea
 SciPy >= 1.9 because ``far`` repeats values over the threshold grid; ``threshold_at_far`` does the
 same linear interpolation between the last threshold at or under the target FAR and the next one.
 
+``identification_top1``: rank-1 identification with the first image of each identity as the
+gallery and the rest as queries (the face index's use).
+
 ``tar_at_far_1e-4`` (the paper's "1e-4 accuracy", which 300 negative pairs per LFW fold cannot
 resolve): over *all* pairs of a held-out identity set, the largest true accept rate whose false
 accept rate is at most 1e-4 (``distance < threshold``), computed without materialising the pair
@@ -178,7 +181,8 @@ def score_embedded(
         embedded: (N,) bool, which rows hold an embedding.
         lfw_images: the rows of LFW's images, in ``pairs``' image order; None without LFW.
         pairs: ``(first, second, same, fold)`` of ``pairs.txt`` (indices into ``lfw_images``).
-        heldout_images: the rows of the held-out identities' images; ``heldout_labels`` their identity.
+        heldout_images: the rows of the images with an identity (held-out identities, LFW's people);
+            ``heldout_labels`` their identity: ``tar_at_far_1e-4`` and ``identification_top1`` over them.
     """
     metrics: dict[str, float] = {}
     result, pairs_scored, pairs_total, folds_scored, folds_total = None, 0, 0, 0, 0
@@ -199,9 +203,30 @@ def score_embedded(
     if len(heldout_images):
         labels = np.asarray(heldout_labels)[embedded[heldout_images]]
         metrics["tar_at_far_1e-4"] = tar_at_far(embeddings[held], labels) if len(held) else float("nan")
+        metrics["identification_top1"] = identification_top1(embeddings[held], labels)
     return PartialScores(
         metrics, result, pairs_scored, pairs_total, folds_scored, folds_total, len(held), len(heldout_images)
     )
+
+
+def identification_top1(embeddings: np.ndarray, labels: np.ndarray, block: int = 4096) -> float:
+    """Rank-1 identification: the gallery is the first image of each identity (in the set's order),
+    the queries are the rest; the share of queries whose most similar gallery face (cosine, i.e. the
+    dot product of unit vectors) is their own identity. Identities with one image are distractors
+    in the gallery. NaN without a query."""
+    labels = np.asarray(labels)
+    _, first = np.unique(labels, return_index=True)
+    gallery = np.sort(first)
+    queries = np.setdiff1d(np.arange(len(labels)), gallery)
+    if not len(queries):
+        return float("nan")
+    enrolled = np.asarray(embeddings[gallery], dtype=np.float32)
+    hits = 0
+    for start in range(0, len(queries), block):  # bounded memory: block x gallery similarities at a time
+        rows = queries[start : start + block]
+        best = gallery[np.argmax(np.asarray(embeddings[rows], dtype=np.float32) @ enrolled.T, axis=1)]
+        hits += int(np.count_nonzero(labels[best] == labels[rows]))
+    return hits / len(queries)
 
 
 def tar_at_far(embeddings: np.ndarray, labels: np.ndarray, far: float = TAR_FAR) -> float:

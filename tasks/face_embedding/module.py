@@ -7,10 +7,15 @@
     python -m tasks.face_embedding predict --ckpt_path last --data.predict_dir photos/   # embeddings.npy + paths.txt
     python -m tasks.face_embedding index build|add|remove|search ...     # the faiss face index (index_cli.py)
 
-Validation and test log ``lfw_accuracy``, ``lfw_accuracy_std`` and ``val_at_far_1e-3`` on LFW
-(``metrics.py``), and ``tar_at_far_1e-4`` over all pairs of the held-out identities; embeddings are
-gathered from every rank (each image once) and scored once. The best checkpoint is picked by
-``lfw_accuracy``, or by ``tar_at_far_1e-4`` when there is no LFW set.
+Validation runs on identities held out of training (``datasets.face_identities``): it picks the
+best checkpoint by ``identification_top1`` and calibrates the match threshold at ``--model.far``
+(``threshold.py``: ``threshold``, ``threshold_tar``, ``threshold_far`` in ``metrics.json``; the value
+travels in every checkpoint). Test reports pairs that played no part in either: ``lfw_accuracy``,
+``lfw_accuracy_std`` and ``val_at_far_1e-3`` on LFW, ``identification_top1`` and
+``tar_at_far_1e-4`` over its identities, and ``far_at_threshold`` / ``tar_at_threshold``, what the
+checkpoint's calibrated threshold gives on them. Embeddings are gathered from every rank (each
+image once) and scored once; with ``--model.flip_test`` (default) each is the average of the image's
+and its mirror image's.
 """
 
 from __future__ import annotations
@@ -24,30 +29,51 @@ import numpy as np
 import torch
 from pytorch_lightning.cli import OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from backbone.errors import BadInputError
 from backbone.mobilenet import Activation
-from backbone.ranges import NonNegativeFloat, PositiveInt, Share
+from backbone.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
 from backbone.weights import load_backbone_weights
-from datasets.face_identities import SOURCE_HELDOUT, SOURCE_LFW, FaceImages, batch_teacher, validates_on_lfw
+from datasets.face_identities import SOURCE_LFW, FaceImages, batch_teacher, validates_on_lfw
 from tasks.base import TaskModule
 from tasks.callbacks import run_folder
 from tasks.distributed import broadcast_from_zero, gather_objects
-from tasks.face_embedding.losses import TRIPLET_MARGIN, TripletMargin, distillation_loss, triplet_semihard_loss
+from tasks.face_embedding.losses import (
+    PUBLISHED_MARGIN,
+    PUBLISHED_SCALE,
+    TRIPLET_MARGIN,
+    IdentityLoss,
+    SoftmaxMargin,
+    TripletMargin,
+    distillation_loss,
+    margin_softmax,
+    set_margin,
+    triplet_semihard_loss,
+)
 from tasks.face_embedding.metrics import score_embedded
-from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
+from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder, embed
+from tasks.face_embedding.threshold import (
+    DEFAULT_FAR,
+    THRESHOLD_KEY,
+    Calibration,
+    FalseAcceptRate,
+    calibrate,
+    checkpoint_calibration,
+    rates_at,
+)
 from tasks.outputs import atomic_path
 from tasks.teacher import FrozenTeacher, model_state, read_task_checkpoint
 
 TASK = "face_embedding"
-MONITOR, FALLBACK_MONITOR = "lfw_accuracy", "tar_at_far_1e-4"
+MONITOR, FALLBACK_MONITOR = "identification_top1", "lfw_accuracy"
 
 
 def checkpoint_monitor(data: Mapping[str, Any]) -> str | None:
-    """Without LFW the best checkpoint is picked by the held-out TAR (decided at parse time)."""
-    return None if validates_on_lfw(data.get("root"), data.get("lfw_root")) else FALLBACK_MONITOR
+    """Without validation identities the best checkpoint is picked on LFW (decided at parse time)."""
+    no_heldout = not data.get("heldout_root") and not data.get("heldout_fraction", 0.1)
+    return FALLBACK_MONITOR if no_heldout and validates_on_lfw(data.get("root"), data.get("lfw_root")) else None
 
 
 def adamw_1e2(params: Iterable[Any]) -> Optimizer:
@@ -70,14 +96,23 @@ class FaceEmbeddingModule(TaskModule):
         activation: ``relu6`` or ``relu``.
         teacher: a checkpoint of this task whose (frozen, eval-mode) embeddings the student
             regresses; or give precomputed ones with ``--data.teacher_embeddings``.
-        triplet_weight: weight of the triplet loss (0 = pure distillation, the paper's way).
+        loss: the identity loss: FaceNet's ``triplet`` loss, or a margin softmax over the training
+            identities, ``arcface`` (additive angular margin) or ``cosface`` (large-margin cosine).
+        softmax_margin: the margin of arcface/cosface (None: the paper's, 0.5 rad / 0.35).
+        softmax_scale: the logit scale s of arcface/cosface.
+        margin_warmup_steps: the margin grows linearly from 0 over these first steps (an easy start
+            for a margin softmax trained from scratch; see docs/face_embedding.md, Measured).
+        flip_test: evaluate, predict and index with the average of each image's and its mirror
+            image's embeddings (``model.embed``).
+        far: the false accept rate the match threshold is calibrated at on the validation identities.
+        triplet_weight: weight of the identity loss, ``--model.loss`` (0 = pure distillation, the paper's way).
         distillation_weight: weight of the distillation loss when there is a teacher.
         backbone_weights: a checkpoint of any task of this project or a timm state dict.
         roc_curve: validation/test also write ``roc.png`` (LFW, mean over folds) in the run folder.
         optimizer: default AdamW lr 1e-2 (``adamw_1e2``).
     """
 
-    not_saved = (*TaskModule.not_saved, "teacher", "roc_curve")
+    not_saved = (*TaskModule.not_saved, "teacher", "roc_curve", "flip_test")
 
     def __init__(
         self,
@@ -91,6 +126,12 @@ class FaceEmbeddingModule(TaskModule):
         backbone_weights: str | None = None,
         roc_curve: bool = False,
         optimizer: OptimizerCallable = adamw_1e2,
+        loss: IdentityLoss = "triplet",
+        softmax_margin: SoftmaxMargin | None = None,
+        softmax_scale: PositiveFloat = PUBLISHED_SCALE,
+        margin_warmup_steps: NonNegativeInt = 0,
+        flip_test: bool = True,
+        far: FalseAcceptRate = DEFAULT_FAR,
         **kwargs: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
@@ -107,6 +148,11 @@ class FaceEmbeddingModule(TaskModule):
                     f"student's are {embedding_size}-d (--model.embedding_size)."
                 )
         self.roc_curve = roc_curve
+        self.flip_test = flip_test
+        # The margin softmax's class weights: built for the training identities at fit (``setup``),
+        # training state only (never part of ``self.model``, the embedder).
+        self.margin_loss: nn.Module | None = None
+        self.calibration: Calibration | None = None  # the match threshold of the current weights
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
 
     def forward(self, images: Tensor) -> Tensor:
@@ -134,9 +180,9 @@ class FaceEmbeddingModule(TaskModule):
         hp = self.hparams
         loss = embeddings.new_zeros(())
         if hp.triplet_weight > 0:
-            triplet = triplet_semihard_loss(embeddings, batch["label"], hp.margin)
-            self.log("train_triplet", triplet)
-            loss = loss + hp.triplet_weight * triplet
+            identity = self.identity_loss(embeddings, batch["label"])
+            self.log(f"train_{hp.get('loss', 'triplet')}", identity)
+            loss = loss + hp.triplet_weight * identity
         teacher = self.teacher_embeddings(batch)
         if teacher is not None:
             if teacher.shape[1] != embeddings.shape[1]:
@@ -153,10 +199,39 @@ class FaceEmbeddingModule(TaskModule):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
+    def identity_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """``--model.loss``: the triplet loss, or the margin softmax with its (warming-up) margin."""
+        hp = self.hparams
+        if self.margin_loss is None:
+            return triplet_semihard_loss(embeddings, labels, hp.margin)
+        target = hp.softmax_margin if hp.softmax_margin is not None else PUBLISHED_MARGIN[hp.loss]
+        ramp = min(1.0, self.global_step / hp.margin_warmup_steps) if hp.margin_warmup_steps else 1.0
+        set_margin(self.margin_loss, target * ramp)
+        return self.margin_loss(embeddings.float(), labels)
+
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and data is not None:
             self._check_teacher(data)
+            if self.hparams.get("loss", "triplet") != "triplet" and self.margin_loss is None:
+                # Before the optimizer is built and a checkpoint restored (Lightning calls setup first).
+                identities = len(data.train_identities)
+                self.margin_loss = margin_softmax(
+                    self.hparams.loss, identities, self.hparams.embedding_size, self.hparams.softmax_scale
+                )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The checkpoint's calibrated threshold; margin-softmax class weights are dropped unless training."""
+        if self.margin_loss is None:
+            state = checkpoint.get("state_dict", {})
+            for key in [k for k in state if k.startswith("margin_loss.")]:
+                del state[key]
+        path = getattr(self._trainer, "ckpt_path", None) or "given"
+        self.calibration = checkpoint_calibration(checkpoint, path)
+        super().on_load_checkpoint(checkpoint)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[THRESHOLD_KEY] = None if self.calibration is None else self.calibration.to_dict()
 
     def _check_teacher(self, data: Any) -> None:
         """Before the first step: the teacher file's rows fit the student, and a run without the
@@ -175,7 +250,7 @@ class FaceEmbeddingModule(TaskModule):
 
     # --- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any]) -> None:
-        embeddings = self(batch["image"]).float().cpu().numpy()
+        embeddings = embed(self, batch["image"], self.flip_test).float().cpu().numpy()
         self._outputs.append((batch["index"].cpu().numpy(), embeddings))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -184,26 +259,42 @@ class FaceEmbeddingModule(TaskModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
 
-    def _score(self, dataset: FaceImages, embeddings: np.ndarray, seen: np.ndarray, folder: Path) -> dict[str, float]:
+    def _score(
+        self, split: str, dataset: FaceImages, embeddings: np.ndarray, seen: np.ndarray, folder: Path
+    ) -> tuple[dict[str, float], Calibration | None]:
         """The metrics of the evaluation split (rank 0) over the images embedded (``seen``): all of
-        them, or part under --trainer.limit_val_batches / fast_dev_run (said once, with what is left out)."""
+        them, or part under --trainer.limit_val_batches / fast_dev_run (said once, with what is left
+        out); at validation also the threshold calibrated on the validation identities."""
         data = self.trainer.datamodule
         sources, labels = np.asarray(dataset.sources), np.asarray(dataset.labels)
-        pairs = getattr(data, "lfw_pairs", None)
-        heldout = np.flatnonzero(sources == SOURCE_HELDOUT)
+        pairs = data.lfw_pairs if split == "test" or not data.heldout_identities else None
+        labelled = np.flatnonzero(labels >= 0)
         scores = score_embedded(
             embeddings,
             seen,
             np.flatnonzero(sources == SOURCE_LFW),  # LFW's images come first, in pairs.images order
             None if pairs is None else (pairs.first, pairs.second, pairs.same, pairs.fold),
-            heldout,
-            labels[heldout],
+            labelled,
+            labels[labelled],
         )
         if not seen.all():
             rank_zero_warn(scores.summary(int(seen.sum()), len(seen)))
         if scores.lfw_result is not None and self.roc_curve:
             write_roc_png(scores.lfw_result.fpr, scores.lfw_result.tpr, folder / "roc.png")
-        return scores.metrics
+        metrics = dict(scores.metrics)
+        kept = labelled[seen[labelled]]
+        calibration = self.calibration
+        if split == "val":  # calibrate on the validation identities (never the test pairs)
+            calibration = calibrate(embeddings[kept], labels[kept], self.hparams.get("far", DEFAULT_FAR))
+            if calibration is not None:
+                metrics.update(
+                    threshold=calibration.cosine, threshold_tar=calibration.tar, threshold_far=calibration.far_reached
+                )
+        elif calibration is not None and len(kept):  # what the checkpoint's threshold gives on the test pairs
+            at = rates_at(embeddings[kept], labels[kept], calibration.cosine)
+            if at is not None:
+                metrics.update(threshold=calibration.cosine, tar_at_threshold=at[0], far_at_threshold=at[1])
+        return metrics, calibration
 
     def _finish_evaluation(self, split: str) -> None:
         local = self._outputs
@@ -212,7 +303,7 @@ class FaceEmbeddingModule(TaskModule):
             return  # a few batches only: pairs would name images not embedded
         parts = gather_objects(local)
         folder = run_folder(self.trainer)  # a collective under DDP: every rank asks
-        metrics: dict[str, float] | None = None
+        result: tuple[dict[str, float], Calibration | None] | None = None
         if self.trainer.is_global_zero:
             dataset = self.trainer.datamodule.dataset(split)
             embeddings = np.zeros((len(dataset), self.hparams.embedding_size), dtype=np.float32)
@@ -221,9 +312,10 @@ class FaceEmbeddingModule(TaskModule):
                 for indices, vectors in rank_parts:
                     embeddings[indices] = vectors
                     seen[indices] = True
-            metrics = self._score(dataset, embeddings, seen, folder)
-        metrics = broadcast_from_zero(metrics)
-        assert metrics is not None
+            result = self._score(split, dataset, embeddings, seen, folder)
+        result = broadcast_from_zero(result)
+        assert result is not None
+        metrics, self.calibration = result
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name in (MONITOR, FALLBACK_MONITOR), rank_zero_only=False, sync_dist=False)
 
@@ -243,7 +335,7 @@ class FaceEmbeddingModule(TaskModule):
             )
         else:  # --data.predict_dir (PredictFolder)
             images, infos = batch
-        embeddings = self(images).float().cpu().numpy()
+        embeddings = embed(self, images, self.flip_test).float().cpu().numpy()
         return [
             {"path": info["path"], "index": int(info["index"]), "embedding": vector}
             for info, vector in zip(infos, embeddings, strict=True)

@@ -18,11 +18,13 @@ many pairs it rests on.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from backbone.errors import BadInputError
 from backbone.ranges import float_range
@@ -65,42 +67,59 @@ class Calibration:
         )
 
 
-def calibrate(embeddings: np.ndarray, labels: np.ndarray, far: float = DEFAULT_FAR) -> Calibration | None:
-    """The threshold at ``far`` over all pairs i < j of unit-length ``embeddings`` (see the module
-    docstring); None without a same-identity and a different-identity pair."""
+def _pair_similarities(embeddings: np.ndarray, labels: np.ndarray) -> Iterator[tuple[Tensor, Tensor]]:
+    """(same-identity, different-identity) similarities of all pairs i < j, block by block."""
     x = torch.from_numpy(np.asarray(embeddings, dtype=np.float64))
     y = torch.from_numpy(np.asarray(labels))
     n = len(x)
+    chunk = max(1, PAIR_BLOCK // max(n, 1))
+    for start in range(0, n, chunk):
+        similarity = x[start : start + chunk] @ x.T
+        upper = torch.arange(start, start + len(similarity))[:, None] < torch.arange(n)[None, :]
+        same = y[start : start + len(similarity), None] == y[None, :]
+        yield similarity[upper & same], similarity[upper & ~same]
+
+
+def _pair_counts(labels: np.ndarray) -> tuple[int, int]:
+    n = len(labels)
     counts = np.unique(np.asarray(labels), return_counts=True)[1]
     positives = int(sum(c * (c - 1) // 2 for c in counts))
-    negatives = n * (n - 1) // 2 - positives
+    return positives, n * (n - 1) // 2 - positives
+
+
+def calibrate(embeddings: np.ndarray, labels: np.ndarray, far: float = DEFAULT_FAR) -> Calibration | None:
+    """The threshold at ``far`` over all pairs i < j of unit-length ``embeddings`` (see the module
+    docstring); None without a same-identity and a different-identity pair."""
+    positives, negatives = _pair_counts(labels)
     if positives == 0 or negatives == 0:
         return None
     allowed = int(np.floor(far * negatives + 1e-9))
     largest = torch.empty(0, dtype=torch.float64)
     same_similarities = []
-    chunk = max(1, PAIR_BLOCK // n)
-    for start in range(0, n, chunk):
-        similarity = x[start : start + chunk] @ x.T
-        upper = torch.arange(start, start + len(similarity))[:, None] < torch.arange(n)[None, :]
-        same = y[start : start + len(similarity), None] == y[None, :]
-        same_similarities.append(similarity[upper & same])
-        candidates = torch.cat([largest, similarity[upper & ~same]])
+    for same, different in _pair_similarities(embeddings, labels):
+        same_similarities.append(same)
+        candidates = torch.cat([largest, different])
         largest = torch.topk(candidates, min(allowed + 1, len(candidates))).values
-    if len(largest) <= allowed:  # every negative may be accepted
-        cosine = -1.0
-    else:
-        cosine = float(np.nextafter(float(largest.min()), np.inf))
+    # Just above the (allowed + 1)-th largest negative; -1 when every negative may be accepted.
+    cosine = -1.0 if len(largest) <= allowed else float(np.nextafter(float(largest.min()), np.inf))
     positive = torch.cat(same_similarities)
-    accepted_negatives = int((largest >= cosine).sum())
     return Calibration(
         cosine=cosine,
         far=float(far),
         tar=float((positive >= cosine).double().mean()),
-        far_reached=accepted_negatives / negatives,
+        far_reached=int((largest >= cosine).sum()) / negatives,
         positives=positives,
         negatives=negatives,
     )
+
+
+def rates_at(embeddings: np.ndarray, labels: np.ndarray, cosine: float) -> tuple[float, float] | None:
+    """(TAR, FAR) over all pairs i < j when accepting ``similarity >= cosine``; None without both kinds."""
+    positives, negatives = _pair_counts(labels)
+    if positives == 0 or negatives == 0:
+        return None
+    accepted = [(int((s >= cosine).sum()), int((d >= cosine).sum())) for s, d in _pair_similarities(embeddings, labels)]
+    return sum(a for a, _ in accepted) / positives, sum(b for _, b in accepted) / negatives
 
 
 def checkpoint_calibration(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Calibration | None:
