@@ -18,6 +18,7 @@ training, so verification measures generalisation to new people, as LFW does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,13 +175,19 @@ def _save(pixels: np.ndarray, path: Path) -> None:
     Image.fromarray(pixels).save(path, quality=92)
 
 
-def write_identities(folder: Path, identities: int, photos: int, seed: int, size: int = IMAGE_SIZE) -> None:
+# Draws one photo of a face (``draw_photo``, or a harder variant: datasets/demo/faces_second.py).
+Drawer = Callable[[Face, np.random.Generator, int], np.ndarray]
+
+
+def write_identities(
+    folder: Path, identities: int, photos: int, seed: int, size: int = IMAGE_SIZE, draw: Drawer = draw_photo
+) -> None:
     """``folder/<identity>/*.jpg``: ``identities`` people with ``photos`` photos each."""
     rng = np.random.default_rng(seed)
     for i in range(identities):
         face = random_face(rng)
         for j in range(photos):
-            _save(draw_photo(face, rng, size), folder / f"id{i:05d}" / f"{j:04d}.jpg")
+            _save(draw(face, rng, size), folder / f"id{i:05d}" / f"{j:04d}.jpg")
 
 
 def write_lfw(
@@ -191,6 +198,8 @@ def write_lfw(
     photos: int = LFW_PHOTOS,
     seed: int = 2007,
     size: int = IMAGE_SIZE,
+    draw: Drawer = draw_photo,
+    different_photos: int = 2,
 ) -> None:
     """LFW's layout: ``lfw/<Name>/<Name>_0001.jpg`` and ``pairs.txt`` with ``sets`` person-disjoint
     sets of ``pairs_per_set`` same-person then ``pairs_per_set`` different-person pairs."""
@@ -201,9 +210,10 @@ def write_lfw(
         for name in names:
             face = random_face(rng)
             for j in range(1, photos + 1):
-                _save(draw_photo(face, rng, size), folder / "lfw" / name / f"{name}_{j:04d}.jpg")
+                _save(draw(face, rng, size), folder / "lfw" / name / f"{name}_{j:04d}.jpg")
         same = [(n, a, b) for n in names for a in range(1, photos + 1) for b in range(a + 1, photos + 1)]
-        different = [(a, i, b, j) for a in names for b in names if a < b for i in (1, 2) for j in (1, 2)]
+        shown = range(1, different_photos + 1)  # the photos different-person pairs draw from
+        different = [(a, i, b, j) for a in names for b in names if a < b for i in shown for j in shown]
         for index in rng.choice(len(same), pairs_per_set, replace=False):
             name, a, b = same[index]
             lines.append(f"{name}\t{a}\t{b}")
