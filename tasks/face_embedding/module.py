@@ -161,11 +161,22 @@ class FaceEmbeddingModule(TaskModule):
     deploy_outputs = ("embeddings",)
 
     def deploy_metadata(self) -> dict[str, Any]:
-        """The identity space: unit-length embeddings, compared by cosine similarity (a dot product)."""
+        """The identity space (unit-length embeddings, compared by cosine similarity, a dot product),
+        how the model was evaluated (flip-averaged) and its calibrated match threshold."""
         return {
             "embedding": {"size": self.hparams.embedding_size, "normalised": "L2, unit length"},
             "reading": "embeddings in the identity space: the cosine similarity of two faces is their dot product",
+            "flip_test": "evaluated with the average of the embeddings of an image and its mirror image, renormalised"
+            if self.flip_test
+            else "evaluated on the image alone",
+            "threshold": None if self.calibration is None else self.calibration.to_dict(),
         }
+
+    def deployed_forward(self, runner: Any, record: Mapping[str, Any]) -> nn.Module:
+        """The deployed model, and the threshold the export carries (``test --deployed`` reports it)."""
+        entry = record.get("threshold")
+        self.calibration = None if entry is None else Calibration.from_dict(entry, "The deploy.json")
+        return super().deployed_forward(runner, record)
 
     # --- training ---------------------------------------------------------------------------
     def teacher_embeddings(self, batch: dict[str, Any]) -> Tensor | None:
