@@ -1,9 +1,17 @@
-"""The COCO data module: the splits of ``--data.root`` (or the demo) for the detection task."""
+"""The detection data module: the splits of ``--data.root`` (or the demo) for the detection task.
+
+Two layouts (``--data.layout``) give the same COCO dict to the same dataset (``CocoDetection``):
+``coco`` reads COCO 2017's instances JSON files, ``wider_face`` reads WIDER FACE's
+``*_bbx_gt.txt`` files in place (``datasets.wider_face``). Everything after reading (box cleaning,
+augmentation, the evaluator's ground truth) is shared.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
@@ -18,15 +26,59 @@ from datasets.coco.transforms import (
     worker_init,
 )
 from datasets.demo.coco import ensure_demo_coco
+from datasets.demo.wider_face import ensure_demo_wider_face
+from datasets.wider_face import to_coco
 
 Target = dict[str, Any]
+LayoutName = Literal["coco", "wider_face"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A public detection layout: what ``--data.root`` holds, its file names, its reader and its demo.
+
+    ``read(annotation file, image folder)`` returns the split as a checked COCO instances dict.
+    """
+
+    kind: str  # names the files in sentences ("The COCO file ... is missing")
+    description: str
+    train_ann: str
+    train_images: str
+    val_ann: str
+    val_images: str
+    read: Callable[[Path, Path], dict[str, Any]]
+    demo: Callable[[], Path]
+
+
+LAYOUTS: dict[str, Layout] = {
+    "coco": Layout(
+        "COCO",
+        "annotations/instances_{train,val}2017.json, train2017/ and val2017/",
+        "annotations/instances_train2017.json",
+        "train2017",
+        "annotations/instances_val2017.json",
+        "val2017",
+        lambda annotations, images: read_annotation_json(annotations),
+        ensure_demo_coco,
+    ),
+    "wider_face": Layout(
+        "WIDER FACE",
+        "wider_face_split/wider_face_{train,val}_bbx_gt.txt, WIDER_train/images/ and WIDER_val/images/",
+        "wider_face_split/wider_face_train_bbx_gt.txt",
+        "WIDER_train/images",
+        "wider_face_split/wider_face_val_bbx_gt.txt",
+        "WIDER_val/images",
+        to_coco,
+        ensure_demo_wider_face,
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------
 # The data module
 # --------------------------------------------------------------------------------------------
 class CocoDataModule(TaskDataModule):
-    """COCO 2017 detection (any COCO-format set), or the built-in demo.
+    """COCO 2017 detection (any COCO-format set), WIDER FACE, or the built-in demo of either.
 
     What the detection module reads from it (and nothing else): ``val_ground_truth`` (the
     evaluated split's annotation dict, cleaned as training sees it; the evaluator indexes it),
@@ -40,19 +92,22 @@ class CocoDataModule(TaskDataModule):
         predict_dir: a folder of images (searched recursively) for ``predict``; default val.
         augment: training augmentation: ``light`` (horizontal flip, the default for short runs),
             ``ssd`` (SSD's full zoom-out + IoU crop, as the paper rows' configs use) or ``none``.
-        train_ann, train_images, val_ann, val_images: the instances JSON and image folder of
-            each split, relative to ``root`` (or absolute); COCO 2017's names by default, so a
-            custom set needs no renaming.
+        train_ann, train_images, val_ann, val_images: the annotation file and image folder of
+            each split, relative to ``root`` (or absolute); None: the layout's own names (COCO
+            2017's, or WIDER FACE's), so a custom set needs no renaming.
         predict_ann: an image-info JSON (COCO's ``image_info_test-dev2017.json``) whose images,
             in ``predict_images``, ``predict`` runs on, keeping their ids in ``predictions.json``.
         predict_images: the folder of ``predict_ann``'s images (relative to ``root`` or absolute).
+        layout: ``coco`` (the instances JSON files) or ``wider_face`` (WIDER FACE as downloaded:
+            one category ``face``; its ``invalid`` faces are ignore regions, see
+            ``datasets.wider_face``). Without ``root`` each uses its own built-in demo.
 
     ``test`` uses the val split: COCO test-dev's labels are not public (its results are scored
     by the evaluation server: ``predict --data.predict_ann``), so the val numbers are the ones a
     local run can report.
     """
 
-    layout = "annotations/instances_{train,val}2017.json, train2017/ and val2017/"
+    layout = LAYOUTS["coco"].description  # the instance's: its --data.layout's (named in sentences)
     collate_fn = staticmethod(collate_detection)
     worker_init_fn = staticmethod(worker_init)
 
@@ -64,16 +119,25 @@ class CocoDataModule(TaskDataModule):
         num_workers: NonNegativeInt = 2,
         predict_dir: str | None = None,
         augment: AugmentPolicy = "light",
-        train_ann: str = "annotations/instances_train2017.json",
-        train_images: str = "train2017",
-        val_ann: str = "annotations/instances_val2017.json",
-        val_images: str = "val2017",
+        train_ann: str | None = None,
+        train_images: str | None = None,
+        val_ann: str | None = None,
+        val_images: str | None = None,
         predict_ann: str | None = None,
         predict_images: str = "test2017",
+        layout: LayoutName = "coco",
     ) -> None:
+        if layout not in LAYOUTS:  # the CLI checks the Literal; this is for direct Python use
+            raise BadInputError(f"The detection layout {layout!r} is unknown; expected one of {sorted(LAYOUTS)}.")
+        # Set before the base class resolves the root: it reads the demo and the layout's words.
+        self.files = LAYOUTS[layout]
+        self.layout = self.files.description
         super().__init__(root, resolution, batch_size, num_workers, predict_dir)
-        self.train_annotations, self.train_images = self.root / train_ann, self.root / train_images
-        self.val_annotations, self.val_images = self.root / val_ann, self.root / val_images
+        files = self.files
+        self.train_annotations = self.root / (train_ann or files.train_ann)
+        self.train_images = self.root / (train_images or files.train_images)
+        self.val_annotations = self.root / (val_ann or files.val_ann)
+        self.val_images = self.root / (val_images or files.val_images)
         self.predict_annotations = None if predict_ann is None else self.root / predict_ann
         self.predict_images = self.root / predict_images
         if predict_ann is not None and predict_dir is not None:
@@ -85,14 +149,14 @@ class CocoDataModule(TaskDataModule):
         self.augment = augment
         # The val file is small (25 MB for COCO) and defines the label order for both splits;
         # read once here so num_classes is known when the CLI links it into the model.
-        self._val_json = read_annotation_json(self.val_annotations)
+        self._val_json = files.read(self.val_annotations, self.val_images)
         categories = sorted(self._val_json["categories"], key=lambda c: int(c["id"]))
         self.category_ids: list[int] = [int(c["id"]) for c in categories]
         self.category_names: list[str] = [str(c["name"]) for c in categories]
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
 
     def demo_root(self) -> Path:
-        return ensure_demo_coco()
+        return self.files.demo()
 
     @property
     def num_classes(self) -> int:
@@ -120,14 +184,15 @@ class CocoDataModule(TaskDataModule):
         for needed in paths:
             if not needed.exists():
                 raise BadInputError(
-                    f"The COCO file {str(needed)!r} is missing; expected {self.layout} under --data.root "
+                    f"The {self.files.kind} file {str(needed)!r} is missing; expected {self.layout} under --data.root "
                     f"(or --data.{split}_ann / --data.{split}_images naming it)."
                 )
 
     def train_dataset(self) -> Dataset:
         self._require("train", self.train_annotations, self.train_images)
+        data = self.files.read(self.train_annotations, self.train_images)
         return CocoDetection(
-            self.train_images, self.train_annotations, self.resolution, self.augment, self.category_ids
+            self.train_images, self.train_annotations, self.resolution, self.augment, self.category_ids, data
         )
 
     def val_dataset(self) -> Dataset:

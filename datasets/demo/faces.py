@@ -108,9 +108,18 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
 
 def draw_photo(face: Face, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
     """One photo of ``face`` (RGB uint8, size x size) with this photo's pose, light and scene."""
+    return render_face(face, rng, size)[0]
+
+
+def render_face(face: Face, rng: np.random.Generator, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """``draw_photo``'s photo and its masks (size x size x 2, uint8 0..255): channel 0 the head
+    with its hair (what to paste into a scene), channel 1 the face's skin (the extent a face box
+    annotates). Drawing the masks takes nothing from ``rng``: the photo is ``draw_photo``'s."""
     s = size * SUPERSAMPLE
     image = _background(s, rng)
     draw = ImageDraw.Draw(image)
+    head, skin = Image.new("L", (s, s), 0), Image.new("L", (s, s), 0)
+    head_draw, skin_draw = ImageDraw.Draw(head), ImageDraw.Draw(skin)
     scale = s * rng.uniform(0.88, 1.12)
     cx, cy = s / 2 + rng.normal(0, 0.04) * s, s / 2 + rng.normal(0, 0.04) * s
 
@@ -125,7 +134,10 @@ def draw_photo(face: Face, rng: np.random.Generator, size: int = IMAGE_SIZE) -> 
     if face.hair_style != 3:
         tall = face.hair_h * (1.6 if face.hair_style == 1 else 1.0)
         draw.ellipse(box(0, -fh * 0.35, fw * 1.08, fh * 0.65 + tall / 2), fill=face.hair)
+        head_draw.ellipse(box(0, -fh * 0.35, fw * 1.08, fh * 0.65 + tall / 2), fill=255)
     draw.ellipse(box(0, 0, fw, fh), fill=face.skin)
+    head_draw.ellipse(box(0, 0, fw, fh), fill=255)
+    skin_draw.ellipse(box(0, 0, fw, fh), fill=255)
     if face.hair_style == 2:  # side part: a fringe over one side of the forehead
         draw.pieslice(box(-fw * 0.3, -fh * 0.75, fw * 0.8, fh * 0.4), 0, 180, fill=face.hair)
     elif face.hair_style == 0:
@@ -163,11 +175,14 @@ def draw_photo(face: Face, rng: np.random.Generator, size: int = IMAGE_SIZE) -> 
         mx, my = face.mole
         draw.ellipse(box(mx * fw, my * fh, 0.018, 0.018), fill=(60, 30, 20))
     # pose, light, noise
-    image = image.rotate(float(rng.uniform(-12, 12)), resample=Image.BILINEAR, center=(cx, cy))
+    angle = float(rng.uniform(-12, 12))
+    image = image.rotate(angle, resample=Image.BILINEAR, center=(cx, cy))
     image = image.resize((size, size), Image.LANCZOS).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6)))
     pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.7, 1.25) + rng.normal(0, 12, 3)
     pixels += rng.normal(0, 5, pixels.shape)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+    masks = [np.asarray(m.rotate(angle, resample=Image.BILINEAR, center=(cx, cy)).resize((size, size), Image.BILINEAR))
+             for m in (head, skin)]  # fmt: skip
+    return np.clip(pixels, 0, 255).astype(np.uint8), np.stack(masks, axis=-1)
 
 
 def _save(pixels: np.ndarray, path: Path) -> None:

@@ -85,6 +85,45 @@ class DetectionData(Protocol):
     category_names: Sequence[str]  # label k's name at index k - 1
 
 
+def build_detector(
+    arch: str,
+    width: float,
+    num_classes: int,
+    resolution: int,
+    backbone_weights: str | None = None,
+    freeze_bn: bool = False,
+    score_thresh: float = 0.01,
+    nms_thresh: float = 0.6,
+    detections_per_img: int = 100,
+) -> nn.Module:
+    """The torchvision detector of ``arch`` (``DetectionModule``'s, and what a checkpoint's
+    hyper-parameters rebuild for inference outside the CLI, ``tasks.face_embedding.face_crops``)."""
+    if arch == "ssd300":
+        return build_ssd300(
+            width,
+            num_classes,
+            resolution,
+            backbone_weights,
+            freeze_bn,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
+    if arch == "faster_rcnn":
+        return build_faster_rcnn(
+            width,
+            num_classes,
+            resolution,
+            backbone_weights,
+            freeze_bn,
+            box_score_thresh=score_thresh,
+            box_nms_thresh=nms_thresh,
+            box_detections_per_img=detections_per_img,
+        )
+    # the CLI checks the Literal; this is for direct Python use
+    raise BadInputError(f"The detector architecture {arch!r} is unknown; expected 'ssd300' or 'faster_rcnn'.")
+
+
 def _model_targets(targets: Sequence[Mapping[str, Any]], device: torch.device) -> list[dict[str, Tensor]]:
     """Only what torchvision's losses read: ``boxes`` (xyxy, input pixels) and ``labels``."""
     return [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
@@ -166,31 +205,17 @@ class DetectionModule(DetectionDeploy, TaskModule):
         self.hparams["freeze_bn"] = freeze_bn
         if lr_base_batch is not None and lr_base_batch < 1:
             raise BadInputError(f"--model.lr_base_batch must be a positive number of images, not {lr_base_batch}.")
-        width, resolution = self.hparams.width, self.hparams.resolution
-        if arch == "ssd300":
-            self.model: nn.Module = build_ssd300(
-                width,
-                num_classes,
-                resolution,
-                backbone_weights,
-                freeze_bn,
-                score_thresh=score_thresh,
-                nms_thresh=nms_thresh,
-                detections_per_img=detections_per_img,
-            )
-        elif arch == "faster_rcnn":
-            self.model = build_faster_rcnn(
-                width,
-                num_classes,
-                resolution,
-                backbone_weights,
-                freeze_bn,
-                box_score_thresh=score_thresh,
-                box_nms_thresh=nms_thresh,
-                box_detections_per_img=detections_per_img,
-            )
-        else:  # the CLI checks the Literal; this is for direct Python use
-            raise BadInputError(f"The detector architecture {arch!r} is unknown; expected 'ssd300' or 'faster_rcnn'.")
+        self.model: nn.Module = build_detector(
+            arch,
+            self.hparams.width,
+            num_classes,
+            self.hparams.resolution,
+            backbone_weights,
+            freeze_bn,
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
+        )
         if init_from is not None:
             load_detector_weights(self.model, init_from)
         self.draw_predictions = draw_predictions
