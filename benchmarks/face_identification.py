@@ -60,7 +60,10 @@ def thumbnail_embeddings(paths: list[Path], side: int = THUMBNAIL) -> np.ndarray
 def scored(embeddings: np.ndarray, labels: np.ndarray, pairs: Any) -> dict[str, float]:
     """The test figures of one embedding of the LFW images (in the test split's order)."""
     result = lfw_metrics(embeddings, pairs.first, pairs.second, pairs.same, pairs.fold)
-    return {"lfw_accuracy": float(result.accuracy.mean()), "identification_top1": identification_top1(embeddings, labels)}
+    return {
+        "lfw_accuracy": float(result.accuracy.mean()),
+        "identification_top1": identification_top1(embeddings, labels),
+    }
 
 
 def thumbnail_baseline(identities: Path, lfw: Path) -> dict[str, float]:
@@ -97,7 +100,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     print_heading(f"Face identification after {args.face_id_time} of training ({args.face_id_set} set)")
     rows = [
-        [name, fmt(model[name], ".3f"), fmt(baseline[name], ".3f"), fmt(targets[name], ".3f"), verdict(model[name] >= targets[name])]
+        [
+            name,
+            fmt(model[name], ".3f"),
+            fmt(baseline[name], ".3f"),
+            fmt(targets[name], ".3f"),
+            verdict(model[name] >= targets[name]),
+        ]
         for name in targets
     ]
     print(markdown_table(["test metric", "model", f"{THUMBNAIL}x{THUMBNAIL} thumbnails", "target", "met"], rows))
