@@ -70,7 +70,7 @@ TEACHER_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "duplicate_id": (
         lambda d: write_npy(d, valid_vectors(), ["a/1.jpg", "b/2.jpg", "a/1.jpg"]),
-        r"teacher paths file '.*paths.txt' line 3: path is 'a/1.jpg'; expected each path once \(it is also on line 1\)",
+        r"embedding paths file '.*paths.txt' line 3: path is 'a/1.jpg'; expected each path once \(it is also on line 1\)",
     ),
     "duplicate_id_npz": (
         lambda d: (
@@ -246,8 +246,8 @@ TRIED = {
     "cells_csv": "cells file",
     "lfw_pairs": "LFW pairs file",
     "teacher_attributes_csv": "teacher outputs file",
-    "teacher embeddings": "teacher embeddings file",
-    "teacher paths": "teacher paths file",
+    "embeddings": "embeddings file",
+    "embedding paths": "embedding paths file",
     "index sidecar": "face index metadata",
     "stanford dogs": "Stanford Dogs list",
 }
