@@ -273,3 +273,20 @@ def check_index_matches(index: faiss.Index, meta: dict[str, Any], faces: dict[in
     vectorless = np.setdiff1d(listed, ids)
     if len(vectorless):
         raise fmt.error(path, None, f"the face id {int(vectorless[0])} has no vector; {REBUILD}")
+
+
+# --- inspecting -----------------------------------------------------------------------------
+def read_raw_metadata(path: str | os.PathLike[str]) -> Any:
+    """The metadata JSON of an index file as stored, unchecked (to inspect it, or to test damage)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        return parse_metadata(read_metadata_bytes(path, handle, os.fstat(handle.fileno()).st_size), path)
+
+
+def replace_raw_metadata(path: str | os.PathLike[str], meta: Any, data: bytes | None = None) -> None:
+    """Rewrite an index file's metadata as ``meta`` (or raw ``data``), unchecked: for tests of damage."""
+    path = Path(path)
+    blob = path.read_bytes()
+    length, _ = TRAILER.unpack(blob[-TRAILER.size :])
+    data = json.dumps(meta).encode() if data is None else data
+    path.write_bytes(blob[: len(blob) - TRAILER.size - length] + data + TRAILER.pack(len(data), MAGIC))
