@@ -79,29 +79,55 @@ def test_default_training_sample_has_39_points_per_centroid_at_every_size() -> N
 
 
 # --- one-unit writes, the lock ---------------------------------------------------------------
-def slow_add(path: str, name: str) -> None:
-    """An add as the CLI does it, slowed between load and save so two runs overlap."""
+def slow_add(index: str, embeddings: str) -> None:
+    """``index add --embeddings`` in a forked process, slowed after its load under the lock so that two
+    runs started together overlap (without the lock both would load the same index and one's faces
+    would be lost)."""
     import time
 
-    with writer_lock(path, timeout=30):
-        face_index = FaceIndex.load(path)
+    load = FaceIndex.load.__func__  # type: ignore[attr-defined]
+
+    def slow_load(cls: type[FaceIndex], *args: object, **kwargs: object) -> FaceIndex:
+        loaded = load(cls, *args, **kwargs)
         time.sleep(0.3)
-        face_index.add(unit_vectors(2, seed=len(name)), [name, name], [f"/{name}/1.jpg", f"/{name}/2.jpg"])
-        face_index.save(path)
+        return loaded
+
+    FaceIndex.load = classmethod(slow_load)  # type: ignore[method-assign]  # this child process only
+    run("add", "--index", index, "--embeddings", embeddings)
 
 
 def test_two_concurrent_adds_both_land(tmp_path: Path) -> None:
     path = tmp_path / "faces.index"
     small(path, ["ann"])
+    folders = []
+    for name in ("bob", "cy"):
+        folder = tmp_path / name
+        paths = [str(tmp_path / "g" / name / f"{i}.jpg") for i in range(2)]
+        write_embeddings(folder, paths, unit_vectors(2, seed=len(name)), {**MODEL, "checkpoint": "m.ckpt"})
+        folders.append(folder)
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=slow_add, args=(str(path), name)) for name in ("bob", "cy")]
+    workers = [context.Process(target=slow_add, args=(str(path), str(folder))) for folder in folders]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(30)
+        worker.join(60)
         assert worker.exitcode == 0
     assert sorted(face.identity for face in FaceIndex.load(path).faces.values()) == ["ann", "bob", "bob", "cy", "cy"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.index"]
+    assert not (tmp_path / "faces.index.lock").exists()
+
+
+def test_retrain_rebuilds_an_ivfpq_index_and_refuses_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "faces.index"
+    built = small(path, [f"p{i % 50}" for i in range(600)], "ivfpq", unit_vectors(600))
+    run("retrain", "--index", str(path), "--nlist", "8", "--pq-m", "4")
+    retrained = FaceIndex.load(path)
+    assert retrained.meta["params"]["nlist"] == 8 and "nlist 15 -> 8" in capsys.readouterr().out
+    np.testing.assert_array_equal(retrained.vectors()[1], built.vectors()[1])  # same ids, same exact vectors
+    np.testing.assert_array_equal(retrained.vectors()[0], built.vectors()[0])
+    small(path, ["ann"])
+    with pytest.raises(SystemExit):
+        run("retrain", "--index", str(path))
+    assert "Only an IVF-PQ index is trained; this one is flat" in capsys.readouterr().err
 
 
 def test_a_held_lock_is_one_sentence_naming_the_holder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,7 +273,7 @@ def test_embeddings_input_threshold_and_api(
     run("build", "--ckpt", str(ckpt), "--embeddings", str(out), "--out", str(index))
     assert sorted({f.identity for f in FaceIndex.load(index).faces.values()}) == [f"id0000{i}" for i in range(4)]
     results = tmp_path / "r.csv"
-    run("search", "--index", str(index), "--embeddings", str(out / "embeddings.npy"), "--out", str(results))
+    run("search", "--index", str(index), "--embeddings", str(out / "embeddings.npy"), "--out", str(results), "--mmap")
     printed = capsys.readouterr().out
     assert "Threshold: the model's calibrated cosine 0.5000" in printed
     _, rows = read_rows(results)

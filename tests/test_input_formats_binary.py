@@ -70,7 +70,8 @@ TEACHER_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "duplicate_id": (
         lambda d: write_npy(d, valid_vectors(), ["a/1.jpg", "b/2.jpg", "a/1.jpg"]),
-        r"embedding paths file '.*paths.txt' line 3: path is 'a/1.jpg'; expected each path once \(it is also on line 1\)",
+        r"embedding paths file '.*paths.txt' line 3: path is 'a/1.jpg'; expected each path once "
+        r"\(it is also on line 1\)",
     ),
     "duplicate_id_npz": (
         lambda d: (

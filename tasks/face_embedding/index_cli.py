@@ -51,7 +51,7 @@ from tasks.face_embedding.index_inputs import (
     read_embeddings,
 )
 from tasks.face_embedding.index_lock import DEFAULT_LOCK_TIMEOUT, LockTimeout, writer_lock
-from tasks.outputs import check_output_file, write_json_atomic, write_text_atomic
+from tasks.outputs import check_output_file, ensure_folder, write_json_atomic, write_text_atomic
 
 RESULT_COLUMNS = ("query", "rank", "identity", "path", "similarity")
 SHOWN_QUERIES = 20  # rows of the table printed by search
@@ -147,6 +147,7 @@ def build(args: argparse.Namespace) -> None:
         raise BadInputError("No face could be embedded; the index was not written.")
     params = index_params(args.kind, len(vectors), **given_params(args))
     face_index = FaceIndex.create(args.kind, record, vectors, params, threshold)
+    ensure_folder(out.parent, "index folder")  # the lock file lies beside the index
     with writer_lock(out, args.lock_timeout):
         if out.exists() and not args.overwrite:  # written by another build meanwhile
             raise BadInputError(f"{str(out)!r} already exists; pass --overwrite to replace the index.")
