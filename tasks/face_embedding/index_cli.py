@@ -226,6 +226,8 @@ def search(args: argparse.Namespace) -> None:
     searcher = FaceSearch(face_index, Path(args.index), threshold, args.ckpt)
     folder = None
     if args.embeddings:
+        if args.ckpt:  # the model vouched for must be the index's
+            searcher.model  # noqa: B018 (loads and checks it)
         queries, vectors = read_embeddings(args.embeddings, face_index.meta["model"], args.ckpt)
     else:
         folder = Path(args.images) if args.images else demo_folder("queries")
