@@ -205,7 +205,9 @@ def retrain(args: argparse.Namespace) -> None:
         face_index = FaceIndex.load(args.index)
         check_index_options(args, face_index.kind, face_index.meta["model"]["embedding_size"])
         old = face_index.meta["params"]
+        # nlist and the training sample follow the gallery's size now; the rest stays as built unless given
         given = given_params(args) | {"nprobe": old.get("nprobe"), "refine": old.get("refine")}
+        given["pq_m"] = given["pq_m"] or old.get("pq_m")
         params = index_params(face_index.kind, face_index.size, **given)
         face_index.retrain(params)
         face_index.save(args.index)
