@@ -62,7 +62,7 @@ def ckpt(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str) -> None:
-    main([*args, "--num-workers", "0"] if args[0] not in ("remove", "retrain") else list(args))
+    main([*args, "--num-workers", "0"] if args[0] not in ("remove", "retrain", "info") else list(args))
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -3,6 +3,7 @@ lock, damaged files in one sentence, dedupe, batch removal, embeddings input, re
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 import threading
@@ -124,6 +125,10 @@ def test_retrain_rebuilds_an_ivfpq_index_and_refuses_others(tmp_path: Path, caps
     assert retrained.meta["params"]["nlist"] == 8 and "nlist 15 -> 8" in capsys.readouterr().out
     np.testing.assert_array_equal(retrained.vectors()[1], built.vectors()[1])  # same ids, same exact vectors
     np.testing.assert_array_equal(retrained.vectors()[0], built.vectors()[0])
+    run("info", "--index", str(path))
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["kind"] == "ivfpq" and shown["faces"] == 600 and shown["identities"] == 50
+    assert shown["model"]["sha256"] == "0" * 64 and shown["params"]["nlist"] == 8
     small(path, ["ann"])
     with pytest.raises(SystemExit):
         run("retrain", "--index", str(path))

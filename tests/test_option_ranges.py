@@ -161,6 +161,7 @@ REQUIRED = {
     "index add": ["--index", "faces.index", "--images", "more"],
     "index remove": ["--index", "faces.index", "--identity", "ann"],
     "index retrain": ["--index", "faces.index"],
+    "index info": ["--index", "faces.index"],
     "index search": ["--index", "faces.index"],
     "backbone.pick": ["--latency-ms", "5"],
 }

@@ -1,9 +1,10 @@
-"""``python -m tasks.face_embedding index build|add|remove|retrain|search``: a faiss index of faces.
+"""``python -m tasks.face_embedding index build|add|remove|retrain|search|info``: a faiss index of faces.
 
     index build   --ckpt CKPT (--images GALLERY | --embeddings DIR) --out faces.index [--kind flat|hnsw|ivfpq]
     index add     --index faces.index (--images MORE | --embeddings DIR [--ckpt CKPT])
     index remove  --index faces.index [--identity NAME] [--path P] [--id N] ...   (each repeatable)
     index retrain --index faces.index [--nlist N] [--pq-m M] [--train-size S]   (IVF-PQ)
+    index info    --index faces.index    (its metadata: model, kind, parameters, threshold, counts)
     index search  --index faces.index (--images QUERIES | --embeddings DIR) -k 5 --out results.csv
                   [--threshold auto|none|COSINE] [--json results.json] [--mmap]
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,6 +217,15 @@ def retrain(args: argparse.Namespace) -> None:
     print(f"Retrained {args.index!r} on its {face_index.size} faces ({shown}).")
 
 
+def info(args: argparse.Namespace) -> None:
+    """The metadata stored at the end of the index file (it is not a separate readable file any more)."""
+    face_index = FaceIndex.load(args.index, mmap=True)  # mapped: only the metadata is read in full
+    summary = dict(face_index.meta)
+    summary["faces"] = face_index.size
+    summary["identities"] = len({face.identity for face in face_index.faces.values()})
+    print(json.dumps(summary, indent=2))
+
+
 def search(args: argparse.Namespace) -> None:
     check_output_file(args.out, "results file (--out)")
     if args.json:
@@ -348,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     ivfpq_options(t)
     locked(t)
 
+    i = commands.add_parser("info", help="print an index's metadata (model, kind, parameters, threshold, counts)")
+    i.add_argument("--index", required=True)
+
     s = commands.add_parser("search", help="find the closest faces of every query image")
     s.add_argument("--index", required=True)
     s.add_argument("--images", help="a folder of query images; default: the demo queries")
@@ -370,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"build": build, "add": add, "remove": remove, "retrain": retrain, "search": search}
+COMMANDS = {"build": build, "add": add, "remove": remove, "retrain": retrain, "search": search, "info": info}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
