@@ -228,19 +228,19 @@ def check_metadata(meta: Any, path: Path) -> tuple[dict[str, Any], dict[int, Fac
     if meta.get("threshold") is not None:
         Calibration.from_dict(meta["threshold"], f"The face index {str(path)!r}")
     faces: dict[int, Face] = {}
+    fields = [fmt.field(name) for name in ("id", "identity", "path", "sha256")]  # looked up once, not per face
+    next_id = meta["next_id"]
     for number, face in enumerate(meta.pop("faces")):
-        where = f"faces[{number}]"
         if not isinstance(face, list) or len(face) != 4:
-            raise fmt.bad(path, where, "face", face)
-        face_id, identity, image = (
-            fmt.value(path, where, name, v) for name, v in zip(("id", "identity", "path"), face[:3], strict=True)
-        )
-        digest = face[3] if face[3] is None else fmt.value(path, where, "sha256", face[3])
-        if face_id >= meta["next_id"]:
-            raise fmt.bad(path, where, "id", face_id, f"an id below next_id = {meta['next_id']}")
-        if face_id in faces:
-            raise fmt.bad(path, where, "id", face_id, "each id once")
-        faces[face_id] = Face(identity, image, digest)
+            raise fmt.bad(path, f"faces[{number}]", "face", face)
+        for field, value in zip(fields, face, strict=True):
+            if not (field.accepts(value) or (value is None and field.name == "sha256")):
+                raise fmt.bad(path, f"faces[{number}]", field.name, value)
+        face_id = face[0]
+        if face_id >= next_id or face_id in faces:
+            expected = f"an id below next_id = {next_id}" if face_id >= next_id else "each id once"
+            raise fmt.bad(path, f"faces[{number}]", "id", face_id, expected)
+        faces[face_id] = Face(face[1], face[2], face[3])
     return meta, faces
 
 
