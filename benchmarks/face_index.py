@@ -1,9 +1,13 @@
-"""The face index section: faiss index kinds on 1M synthetic faces, and the embedder's throughput.
+"""The face index section: faiss index kinds on synthetic galleries (1M faces by default; several
+sizes with ``--index-faces 1000000,10000000``), and the embedder's throughput.
 
-For each index kind of ``tasks.face_embedding.index`` (flat, HNSW, IVF-PQ) on the same synthetic
-gallery: build time (IVF-PQ's training included), queries per second (a batch of queries, as
-``index search`` sends them) and recall@1 against exact search (the flat index's answers, computed
-in the same run), plus bytes per face. The gallery imitates a face set: ``identities`` centres on
+For each index kind of ``tasks.face_embedding.index`` (flat, HNSW, IVF-PQ re-ranked exactly, as
+``index build --kind ivfpq`` makes it) and for IVF-PQ without re-ranking (its compressed codes
+alone, to show what the exact vectors cost and buy) on the same synthetic gallery: build time
+(IVF-PQ's training included), queries per second (a batch of queries, as ``index search`` sends
+them), recall@1 against exact search (the flat index's answers, computed in the same run), the
+mean error of the top-1 similarity against the exact one (compressed similarities are biased low),
+plus bytes per face (the serialised index). The gallery imitates a face set: ``identities`` centres on
 the 128-d unit sphere with ``faces_per_identity`` noisy, re-normalised photos each; queries are new
 photos of gallery identities. Then the embedding network's images/s at the trained resolution
 (eager and BN-folded + channels_last), what ``index build`` spends per gallery image.
@@ -31,12 +35,26 @@ from benchmarks.common import (
     register,
     time_call,
 )
-from tasks.face_embedding.index import FaceIndex, index_params
+from tasks.face_embedding.index import REFINE, FaceIndex, index_params, train_ivfpq
 from tasks.face_embedding.model import EMBEDDING_SIZE, FaceEmbedder
 
 NOISE = 0.35  # per-photo spread around the identity centre (a same-person cosine of about 0.9)
 FACES_PER_IDENTITY = 10
-KIND_NAMES = {"flat": "IndexFlatIP (exact)", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexIVFPQ"}
+KIND_NAMES = {
+    "flat": "IndexFlatIP (exact)",
+    "hnsw": "IndexHNSWFlat",
+    "ivfpq": f"IndexIVFPQ + IndexRefineFlat (x{REFINE})",
+    "ivfpq_codes": "IndexIVFPQ, codes only",
+}
+KINDS = tuple(KIND_NAMES)
+
+
+def face_counts(text: str) -> list[int]:
+    """``--index-faces 1000000,10000000``: one or more gallery sizes."""
+    counts = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--index-faces is {text!r}; expected sizes >= 1 separated by commas")
+    return counts
 
 
 def synthetic_faces(
@@ -65,36 +83,55 @@ def measure_kind(
 ) -> dict[str, Any]:
     """Build time, bytes per face, queries/s, recall@1 (vs ``exact``) and identity@1 of one index kind."""
     model = {"embedding_size": gallery.shape[1], "checkpoint": "synthetic", "sha256": "", "resolution": 0}
+    params = index_params("ivfpq" if kind == "ivfpq_codes" else kind, len(gallery))
     start = time.perf_counter()
-    face_index = FaceIndex.create(kind, model, gallery, index_params(kind, len(gallery)))
-    ids = np.arange(len(gallery), dtype=np.int64)
-    face_index.index.add_with_ids(gallery, ids)
+    if kind == "ivfpq_codes":  # what the IVF-PQ proposes before re-ranking: ids and compressed similarities
+        codes = train_ivfpq(gallery.shape[1], gallery, params)
+        codes.add(gallery)
+        codes.nprobe = params["nprobe"]
+        params.pop("refine")
+
+        def search(k: int) -> tuple[np.ndarray, np.ndarray]:
+            return codes.search(queries, k)
+
+        index: faiss.Index = codes
+    else:
+        face_index = FaceIndex.create(kind, model, gallery, params)
+        face_index.index.add_with_ids(gallery, np.arange(len(gallery), dtype=np.int64))
+
+        def search(k: int) -> tuple[np.ndarray, np.ndarray]:
+            return face_index.search(queries, k)
+
+        index = face_index.index
     build_s = time.perf_counter() - start
-    memory = faiss.serialize_index(face_index.index).nbytes
-    search = time_call(lambda: face_index.search(queries, 1), warmup=1, min_repeats=1, max_repeats=3, budget_s=0)
-    _, found = face_index.search(queries, 1)
+    memory = faiss.serialize_index(index).nbytes
+    timing = time_call(lambda: search(1), warmup=1, min_repeats=1, max_repeats=3, budget_s=0)
+    similarity, found = search(1)
     recall = float(np.mean(found[:, 0] == exact)) if exact is not None else 1.0
+    exact_similarity = np.einsum("ij,ij->i", queries, gallery[exact if exact is not None else found[:, 0]])
     return {
         "kind": kind,
         "faces": len(gallery),
-        "params": face_index.meta["params"],
+        "params": params,
         "build_s": build_s,
         "bytes_per_face": memory / len(gallery),
-        "queries_per_s": len(queries) / search.median,
+        "queries_per_s": len(queries) / timing.median,
         "recall_at_1": recall,
+        # the top-1 similarity minus the exact one: ~0 when re-ranked, negative for compressed codes
+        "similarity_error": float(np.mean(similarity[:, 0] - exact_similarity)),
         # a face search answers "who is this": whether the best match is a photo of the query's identity
         "identity_at_1": float(np.mean(found[:, 0] % max(1, len(gallery) // FACES_PER_IDENTITY) == owners)),
         "found": found[:, 0],
     }
 
 
-def measure_indexes(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every kind on the same gallery; flat first, its answers are the exact ones."""
-    progress(f"  generating {args.index_faces:,} synthetic faces and {args.index_queries} queries")
-    gallery, queries, owners = synthetic_faces(args.index_faces, args.index_queries)
+def measure_indexes(faces: int, queries_count: int, kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
+    """Every kind on the same gallery of ``faces``; flat first, its answers are the exact ones."""
+    progress(f"  generating {faces:,} synthetic faces and {queries_count} queries")
+    gallery, queries, owners = synthetic_faces(faces, queries_count)
     rows: list[dict[str, Any]] = []
     exact = None
-    for kind in ("flat", "hnsw", "ivfpq"):
+    for kind in ("flat", *(k for k in kinds if k != "flat")):
         row = measure_kind(kind, gallery, queries, owners, exact)
         exact = row.pop("found") if exact is None else exact
         row.pop("found", None)
@@ -102,6 +139,7 @@ def measure_indexes(args: argparse.Namespace) -> list[dict[str, Any]]:
         progress(
             f"  {kind:>6}: build {row['build_s']:7.1f} s, {row['queries_per_s']:9.0f} queries/s, "
             f"recall@1 {row['recall_at_1']:.3f}, identity@1 {row['identity_at_1']:.3f}, "
+            f"similarity error {row['similarity_error']:+.4f}, "
             f"{row['bytes_per_face']:.0f} B/face"
         )
     return rows
@@ -124,24 +162,8 @@ def measure_embedding(width: float, resolution: int, batch: int, budget: float) 
 
 
 def print_results(rows: list[dict[str, Any]], embedding: dict[str, Any], threads: int) -> None:
-    print_heading(f"Face index: {rows[0]['faces']:,} synthetic 128-d faces, {threads} threads")
-    table = [
-        [
-            KIND_NAMES[r["kind"]],
-            ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size") or "–",
-            fmt(r["build_s"], ".1f"),
-            fmt(r["bytes_per_face"], ".0f"),
-            fmt(r["queries_per_s"], ",.0f"),
-            fmt(r["recall_at_1"], ".3f"),
-            fmt(r["identity_at_1"], ".3f"),
-        ]
-        for r in rows
-    ]
-    print(
-        markdown_table(
-            ["index", "parameters", "build s", "bytes/face", "queries/s", "recall@1 vs exact", "identity@1"], table
-        )
-    )
+    for faces in dict.fromkeys(r["faces"] for r in rows):
+        print_index_table([r for r in rows if r["faces"] == faces], threads)
     print_heading(f"Face embedder {embedding['width']:g}-{embedding['resolution']}, batch {embedding['batch']}", 4)
     print(
         markdown_table(
@@ -154,12 +176,35 @@ def print_results(rows: list[dict[str, Any]], embedding: dict[str, Any], threads
     )
 
 
+def print_index_table(rows: list[dict[str, Any]], threads: int) -> None:
+    print_heading(f"Face index: {rows[0]['faces']:,} synthetic 128-d faces, {threads} threads")
+    table = [
+        [
+            KIND_NAMES[r["kind"]],
+            ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "train_size") or "–",
+            fmt(r["build_s"], ".1f"),
+            fmt(r["bytes_per_face"], ".0f"),
+            fmt(r["queries_per_s"], ",.0f"),
+            fmt(r["recall_at_1"], ".3f"),
+            fmt(r["identity_at_1"], ".3f"),
+            fmt(r["similarity_error"], "+.4f"),
+        ]
+        for r in rows
+    ]
+    header = ["index", "parameters", "build s", "bytes/face", "queries/s", "recall@1 vs exact", "identity@1"]
+    print(markdown_table([*header, "top-1 similarity error"], table))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure the index kinds and the embedder; print; return the JSON."""
     threads = torch.get_num_threads()
     faiss.omp_set_num_threads(threads)
     progress(f"faiss {faiss.__version__}, {threads} threads, face_index section")
-    rows = measure_indexes(args)
+    kinds = tuple(k for k in args.index_kinds.split(",") if k)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SystemExit(f"error: --index-kinds has {unknown[0]!r}; expected some of {', '.join(KINDS)}.")
+    rows = [row for faces in args.index_faces for row in measure_indexes(faces, args.index_queries, kinds)]
     embedding = measure_embedding(args.face_width, args.face_resolution, args.face_batch, args.budget)
     print_results(rows, embedding, threads)
     return {"threads": threads, "faiss": faiss.__version__, "indexes": rows, "embedding": embedding}
@@ -170,7 +215,14 @@ SECTION = register(
         "face_index",
         run,
         options=(
-            Option("--index-faces", 1_000_000, quick=20_000, type=int, help="synthetic gallery faces"),
+            Option(
+                "--index-faces",
+                [1_000_000],
+                quick=[20_000],
+                type=face_counts,
+                help="gallery sizes, comma-separated (1000000,10000000)",
+            ),
+            Option("--index-kinds", ",".join(KINDS), quick=",".join(KINDS), help="kinds measured (flat always)"),
             Option("--index-queries", 1000, quick=200, type=int, help="query faces"),
             Option("--face-width", 1.0, quick=0.25, type=float, help="α of the embedder timed"),
             Option("--face-resolution", 128, quick=32, type=int, help="its (trained) resolution"),

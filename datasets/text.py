@@ -44,6 +44,14 @@ def _decode(data: bytes, path: Path, kind: str, expected: str, first_line: int =
     return text
 
 
+def decode_text(data: bytes, path: str | os.PathLike[str], kind: str, expected: str) -> str:
+    """Bytes read from ``path`` some other way (a part of a binary file) as UTF-8 text, with or
+    without BOM, or the same one sentence ``read_text`` gives."""
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    return _decode(data, Path(path), kind, expected)
+
+
 def _existing_file(path: str | os.PathLike[str], kind: str, expected: str) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():

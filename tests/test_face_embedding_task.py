@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from backbone.checkpoint_reader import file_sha256
 from datasets.demo.faces import write_identities, write_lfw
 from tasks.face_embedding.task import TASK as FACE_EMBEDDING
 
@@ -78,6 +79,9 @@ def test_fit_test_predict(faces: tuple[Path, Path], fitted: tuple[Path, dict]) -
     assert embeddings.dtype == np.float32 and embeddings.shape == (60, 128) == (len(paths), 128)
     assert paths == sorted(str(p) for p in lfw.rglob("*.jpg"))
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    record = json.loads((folder / "embeddings.json").read_text())  # which model: checked by 'index --embeddings'
+    last = runs / "checkpoints" / "last.ckpt"
+    assert record["sha256"] == file_sha256(last) and record["embedding_size"] == 128
 
 
 def test_margin_softmax_trains_and_stays_out_of_the_embedder(faces: tuple[Path, Path], tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The faiss face index commands: build, add, remove, search, safe writes and refusals."""
+"""The faiss face index commands: build, add, remove, retrain, search, safe writes and refusals."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ import pytest
 import torch
 
 from datasets.demo.faces import write_identities
-from tasks.face_embedding.index import FaceIndex, index_params, sidecar
+from tasks.face_embedding.index import FaceIndex, index_params
 from tasks.face_embedding.index_cli import main
+from tasks.face_embedding.index_file import read_raw_metadata, replace_raw_metadata
 from tasks.face_embedding.module import FaceEmbeddingModule
+from tasks.face_embedding.threshold import THRESHOLD_KEY, Calibration
 
 RES = 48
 
 
-def calibrated_checkpoint(path: Path, images: Path, seed: int, embedding_size: int = 128) -> Path:
+CALIBRATION = Calibration(cosine=0.5, far=1e-3, tar=0.9, far_reached=0.0, positives=10, negatives=90)
+
+
+def calibrated_checkpoint(
+    path: Path, images: Path, seed: int, embedding_size: int = 128, threshold: Calibration | None = CALIBRATION
+) -> Path:
     """A checkpoint of an untrained embedder whose BatchNorm statistics come from real images
     (an untrained net's eval-mode outputs otherwise vanish), saved as Lightning does."""
     from datasets.face_identities import face_eval_transform
@@ -35,7 +42,10 @@ def calibrated_checkpoint(path: Path, images: Path, seed: int, embedding_size: i
     module.train()
     with torch.no_grad():
         module(batch)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    if threshold is not None:
+        checkpoint[THRESHOLD_KEY] = threshold.to_dict()
+    torch.save(checkpoint, path)
     return path
 
 
@@ -52,7 +62,7 @@ def ckpt(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str) -> None:
-    main([*args, "--num-workers", "0"] if args[0] != "remove" else list(args))
+    main([*args, "--num-workers", "0"] if args[0] not in ("remove", "retrain", "info") else list(args))
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -64,9 +74,10 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def test_build_then_search_finds_each_gallery_image_first(gallery: Path, ckpt: Path, tmp_path: Path) -> None:
     index = tmp_path / "faces.index"
     run("build", "--ckpt", str(ckpt), "--images", str(gallery), "--out", str(index))
-    meta = json.loads(sidecar(index).read_text())
+    meta = read_raw_metadata(index)
     assert meta["model"]["embedding_size"] == 128 and meta["model"]["resolution"] == RES
     assert len(meta["model"]["sha256"]) == 64 and meta["kind"] == "flat" and len(meta["faces"]) == 12
+    assert meta["threshold"] == CALIBRATION.to_dict() and meta["model"]["flip_test"] is True
     out, out_json = tmp_path / "results.csv", tmp_path / "results.json"
     run(
         "search", "--index", str(index), "--images", str(gallery), "-k", "3", "--out", str(out), "--json", str(out_json)
@@ -90,13 +101,13 @@ def test_existing_index_is_never_overwritten_without_the_flag(
 ) -> None:
     index = tmp_path / "faces.index"
     run("build", "--ckpt", str(ckpt), "--images", str(gallery), "--out", str(index))
-    before = index.read_bytes(), sidecar(index).read_bytes()
+    before = index.read_bytes()
     with pytest.raises(SystemExit) as exit_info:
         run("build", "--ckpt", str(ckpt), "--images", str(gallery / "id00000"), "--out", str(index))
     assert exit_info.value.code == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert (index.read_bytes(), sidecar(index).read_bytes()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.index", "faces.index.json"]  # no temporaries
+    assert index.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.index"]  # no temporaries, no lock left
     smaller = tmp_path / "smaller"
     shutil.copytree(gallery / "id00000", smaller / "id00000")
     run("build", "--ckpt", str(ckpt), "--images", str(smaller), "--out", str(index), "--overwrite")
@@ -114,9 +125,21 @@ def test_add_and_remove_identity(kind: str, gallery: Path, ckpt: Path, tmp_path:
     assert FaceIndex.load(index).size == 15
     run("remove", "--index", str(index), "--identity", "id00001")
     loaded = FaceIndex.load(index)
-    assert loaded.size == 12 and "id00001" not in {who for who, _ in loaded.faces.values()}
+    assert loaded.size == 12 and "id00001" not in {face.identity for face in loaded.faces.values()}
     out = tmp_path / "r.csv"
-    run("search", "--index", str(index), "--images", str(gallery / "id00001"), "-k", "12", "--out", str(out))
+    run(
+        "search",
+        "--index",
+        str(index),
+        "--images",
+        str(gallery / "id00001"),
+        "-k",
+        "12",
+        "--out",
+        str(out),
+        "--threshold",
+        "none",
+    )
     _, rows = read_rows(out)
     assert rows and all(r["identity"] != "id00001" for r in rows) and len(rows) == 3 * 12
 
@@ -141,9 +164,10 @@ def test_other_model_or_size_is_refused(
     # The recorded checkpoint was overwritten by further training: refused, not silently used.
     moved = tmp_path / "model.ckpt"
     shutil.copy(other, moved)
-    meta = json.loads(sidecar(index).read_text())
+    meta = read_raw_metadata(index)
     meta["model"]["checkpoint"] = str(moved)
-    sidecar(index).write_text(json.dumps(meta))
+    replace_raw_metadata(index, meta)
+    before = index.read_bytes()
     with pytest.raises(SystemExit):
         run("search", "--index", str(index), "--images", str(gallery), "--out", str(tmp_path / "r.csv"))
     assert "has changed since it built" in capsys.readouterr().err
@@ -170,7 +194,7 @@ def test_ivfpq_and_hnsw_recall_against_exact_search(tmp_path: Path) -> None:
     vectors = (centres[rng.integers(0, 50, 3000)] + rng.normal(scale=0.5, size=(3000, 128))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[:200] + rng.normal(scale=0.05, size=(200, 128)).astype(np.float32)
-    model = {"embedding_size": 128, "checkpoint": "x", "sha256": "0" * 64, "resolution": 32}
+    model = {"embedding_size": 128, "checkpoint": "x", "sha256": "0" * 64, "resolution": 32, "flip_test": True}
     names = [f"p{i % 300}" for i in range(len(vectors))]
     truth = faiss.IndexFlatIP(128)
     truth.add(vectors)
@@ -182,7 +206,7 @@ def test_ivfpq_and_hnsw_recall_against_exact_search(tmp_path: Path) -> None:
         loaded = FaceIndex.load(tmp_path / f"{kind}.index")
         _, found = loaded.search(queries, 1)
         assert np.mean(found[:, 0] == exact[:, 0]) > 0.8, kind
-        assert loaded.remove_identity("p0") == 10
+        assert loaded.remove([i for i, face in loaded.faces.items() if face.identity == "p0"]) == 10
         _, ids = loaded.search(vectors[:1], 10)
         assert 0 not in ids and loaded.size == 2990
 

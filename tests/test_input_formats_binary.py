@@ -70,7 +70,8 @@ TEACHER_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "duplicate_id": (
         lambda d: write_npy(d, valid_vectors(), ["a/1.jpg", "b/2.jpg", "a/1.jpg"]),
-        r"teacher paths file '.*paths.txt' line 3: path is 'a/1.jpg'; expected each path once \(it is also on line 1\)",
+        r"embedding paths file '.*paths.txt' line 3: path is 'a/1.jpg'; expected each path once "
+        r"\(it is also on line 1\)",
     ),
     "duplicate_id_npz": (
         lambda d: (
@@ -124,12 +125,13 @@ def test_valid_teacher_embeddings_are_read_in_image_order(tmp_path: Path) -> Non
     np.testing.assert_array_equal(rows, valid_vectors()[[2, 0]])
 
 
-# --- the face index sidecar ------------------------------------------------------------------
+# --- the face index metadata (the end of the index file) ------------------------------------
 @pytest.fixture
 def small_index(tmp_path: Path) -> Path:
     from tasks.face_embedding.index import FaceIndex
 
     model = {"embedding_size": 8, "checkpoint": "m.ckpt", "sha256": "0" * 64, "resolution": 64, "width": 0.25}
+    model["flip_test"] = True
     vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
     face_index = FaceIndex.create("flat", model, vectors, {})
     face_index.add(vectors, ["ann", "ann", "bob"], ["ann/1.jpg", "ann/2.jpg", "bob/1.jpg"])
@@ -153,33 +155,33 @@ def edit_face(index: int, column: int, value: Any) -> Callable[[dict[str, Any]],
 
 
 SIDECAR_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
-    "missing_faces": (edit_meta("faces", KeyError), r"faces.index.json': it has no key 'faces'"),
-    "missing_model": (edit_meta("model", KeyError), r"faces.index.json': it has no key 'model'"),
-    "missing_version": (edit_meta("version", KeyError), r"faces.index.json': it has no key 'version'"),
-    "newer_version": (edit_meta("version", 2), r"faces.index.json': version is 2; expected 1"),
-    "wrong_type": (edit_face(0, 0, "x"), r"faces.index.json' faces\[0\]: id is 'x'; expected a face id >= 0"),
-    "out_of_range": (edit_meta("next_id", -1), r"faces.index.json': next_id is -1; expected a face id >= 0"),
-    "bad_model": (edit_meta("model.sha256", "abc"), r"faces.index.json' model: sha256 is 'abc'; expected a SHA-256"),
-    "duplicate_id": (edit_face(1, 0, 0), r"faces.index.json' faces\[1\]: id is 0; expected each id once"),
+    "missing_faces": (edit_meta("faces", KeyError), r"faces.index': it has no key 'faces'"),
+    "missing_model": (edit_meta("model", KeyError), r"faces.index': it has no key 'model'"),
+    "missing_version": (edit_meta("version", KeyError), r"faces.index': it has no key 'version'"),
+    "newer_version": (edit_meta("version", 3), r"faces.index': version is 3; expected 2"),
+    "wrong_type": (edit_face(0, 0, "x"), r"faces.index' faces\[0\]: id is 'x'; expected a face id >= 0"),
+    "out_of_range": (edit_meta("next_id", -1), r"faces.index': next_id is -1; expected a face id >= 0"),
+    "bad_model": (edit_meta("model.sha256", "abc"), r"faces.index' model: sha256 is 'abc'; expected a SHA-256"),
+    "duplicate_id": (edit_face(1, 0, 0), r"faces.index' faces\[1\]: id is 0; expected each id once"),
     "dangling_reference": (
         edit_face(2, 0, 7),
-        r"faces.index.json' faces\[2\]: id is 7; expected an id below next_id = 3",
+        r"faces.index' faces\[2\]: id is 7; expected an id below next_id = 3",
     ),
-    "face_count": (lambda meta: meta["faces"].pop(), r"faces.index.json': it lists 2 faces but .* holds 3 vectors"),
-    "dimension": (edit_meta("model.embedding_size", 16), r"faces.index.json': embedding_size is 16 but .* holds 8-d"),
-    "kind": (edit_meta("kind", "hnsw"), r"faces.index.json' params: there is no 'hnsw_m'"),
+    "face_count": (lambda meta: meta["faces"].pop(), r"faces.index': it lists 2 faces but holds 3 vectors"),
+    "dimension": (edit_meta("model.embedding_size", 16), r"faces.index': embedding_size is 16 but it holds 8-d"),
+    "kind": (edit_meta("kind", "hnsw"), r"faces.index' params: there is no 'hnsw_m'"),
 }
 
 
 @pytest.mark.parametrize("case", list(SIDECAR_CASES))
 def test_a_damaged_index_sidecar_is_named(case: str, small_index: Path) -> None:
     from tasks.face_embedding.index import FaceIndex
+    from tasks.face_embedding.index_file import read_raw_metadata, replace_raw_metadata
 
-    side = small_index.with_name(small_index.name + ".json")
-    meta = json.loads(side.read_text())
+    meta = read_raw_metadata(small_index)
     edit, pattern = SIDECAR_CASES[case]
     edit(meta)
-    side.write_text(json.dumps(meta))
+    replace_raw_metadata(small_index, meta)
     with pytest.raises(BadInputError, match=pattern):
         FaceIndex.load(small_index)
 
@@ -187,17 +189,36 @@ def test_a_damaged_index_sidecar_is_named(case: str, small_index: Path) -> None:
 @pytest.mark.parametrize("encoding", ["bom", "latin-1"])
 def test_the_sidecar_is_read_as_utf8_with_or_without_bom(encoding: str, small_index: Path) -> None:
     from tasks.face_embedding.index import FaceIndex
+    from tasks.face_embedding.index_file import read_raw_metadata, replace_raw_metadata
 
-    side = small_index.with_name(small_index.name + ".json")
-    meta = json.loads(side.read_text())
+    meta = read_raw_metadata(small_index)
     meta["faces"][0][1] = "Zoé"
     text = json.dumps(meta, ensure_ascii=False)
-    side.write_bytes(BOM + text.encode() if encoding == "bom" else text.encode("latin-1"))
+    replace_raw_metadata(small_index, None, BOM + text.encode() if encoding == "bom" else text.encode("latin-1"))
     if encoding == "bom":
-        assert FaceIndex.load(small_index).faces[0][0] == "Zoé"
+        assert FaceIndex.load(small_index).faces[0].identity == "Zoé"
     else:
-        with pytest.raises(BadInputError, match=r"faces.index.json' is not UTF-8 text \(byte 0xe9 on line 1\)"):
+        with pytest.raises(BadInputError, match=r"faces.index' is not UTF-8 text \(byte 0xe9 on line 1\)"):
             FaceIndex.load(small_index)
+
+
+# --- the embeddings record (embeddings.json beside predict's embeddings.npy) -----------------
+@pytest.mark.parametrize(
+    ("record", "pattern"),
+    [
+        ([1], r"embeddings.json': it holds a JSON list"),
+        ({"checkpoint": "m", "sha256": None, "flip_test": True}, r"it has no key 'embedding_size'"),
+        ({"checkpoint": "m", "sha256": "x", "flip_test": True, "embedding_size": 8}, r"sha256 is 'x'; expected"),
+        ({"checkpoint": "m", "sha256": None, "flip_test": "yes", "embedding_size": 8}, r"flip_test is 'yes'"),
+        ({"checkpoint": "m", "sha256": None, "flip_test": True, "embedding_size": 0}, r"embedding_size is 0"),
+    ],
+)
+def test_a_damaged_embeddings_record_is_named(record: Any, pattern: str, tmp_path: Path) -> None:
+    from tasks.face_embedding.writer import read_embeddings_record
+
+    (tmp_path / "embeddings.json").write_text(json.dumps(record))
+    with pytest.raises(BadInputError, match=pattern):
+        read_embeddings_record(tmp_path)
 
 
 # --- Stanford Dogs lists (.mat) --------------------------------------------------------------
@@ -246,9 +267,10 @@ TRIED = {
     "cells_csv": "cells file",
     "lfw_pairs": "LFW pairs file",
     "teacher_attributes_csv": "teacher outputs file",
-    "teacher embeddings": "teacher embeddings file",
-    "teacher paths": "teacher paths file",
+    "embeddings": "embeddings file",
+    "embedding paths": "embedding paths file",
     "index sidecar": "face index metadata",
+    "embeddings record": "embeddings record",
     "stanford dogs": "Stanford Dogs list",
 }
 
@@ -260,7 +282,11 @@ def test_every_declared_format_is_tried_here() -> None:
     from datasets.schema import FORMATS
 
     readers = ["attribute_files", "face_identities", "geo_partition", "geo_photos", "lfw", "stanford_dogs"]
-    for module in [*(f"datasets.{name}" for name in readers), "tasks.face_embedding.index"]:
+    for module in [
+        *(f"datasets.{name}" for name in readers),
+        "tasks.face_embedding.index",
+        "tasks.face_embedding.writer",
+    ]:
         importlib.import_module(module)
 
     assert set(TEXT_FORMATS) <= set(TRIED)

@@ -160,6 +160,8 @@ REQUIRED = {
     "index build": ["--ckpt", "m.ckpt", "--out", "faces.index"],
     "index add": ["--index", "faces.index", "--images", "more"],
     "index remove": ["--index", "faces.index", "--identity", "ann"],
+    "index retrain": ["--index", "faces.index"],
+    "index info": ["--index", "faces.index"],
     "index search": ["--index", "faces.index"],
     "backbone.pick": ["--latency-ms", "5"],
 }

@@ -1,96 +1,75 @@
-"""A searchable face index: faiss vectors + a JSON sidecar saying whose face each vector is.
+"""A searchable face index: faiss vectors with stable ids, and metadata saying whose face each is.
 
-Three index kinds, all on L2-normalised embeddings, where inner product = cosine similarity:
+Three index kinds, all on L2-normalised embeddings, where inner product = cosine similarity, and
+all returning exact similarities, so a threshold means the same on each:
 
 * ``flat``: ``IndexFlatIP``, exact search; faiss's advice up to about a million vectors.
   Memory: 4 * d bytes per face (512 B at d = 128) + 8 B id.
 * ``hnsw``: ``IndexHNSWFlat`` (inner product), a graph: fast approximate search, exact vectors
   kept; memory 4 * d + 8 * M bytes per face (768 B at d = 128, M = 32) + 8 B id; no removal in
-  faiss, so ``remove`` rebuilds the graph from the stored vectors.
+  faiss, so ``remove`` rebuilds the graph from the stored vectors (once per batch of removals).
 * ``ivfpq``: ``IndexIVFPQ`` (inner product), for tens of millions and more: an inverted file of
-  ``nlist`` clusters trained on a sample, vectors compressed to ``pq_m`` bytes (16 B at d = 128)
-  + 8 B id; similarities are approximate (compressed vectors).
+  ``nlist`` clusters, vectors compressed to ``pq_m`` bytes (16 B at d = 128). Compressed
+  similarities are biased low (quantisation error), so the IVF-PQ is wrapped in
+  ``IndexRefineFlat``: it proposes ``refine * k`` candidates, which are re-ranked by their exact
+  inner products from the stored exact vectors. The exact vectors (4 * d bytes per face) make the
+  file as large as a flat one, but searched with ``--mmap`` they stay on disk and only the
+  candidates' pages are read. They also make ``retrain`` possible (re-train the clusters and
+  codebooks on the current faces) and removal: the refine wrapper cannot remove ids, so
+  ``remove`` re-encodes the kept vectors with the trained quantizer (once per batch).
 
-``flat`` and ``hnsw`` are wrapped in ``IndexIDMap2`` and ``ivfpq`` stores ids itself, so every
-vector has a stable 64-bit id; the sidecar ``<index>.json`` maps ids to identity and image path
-and records the model that made the vectors (checkpoint path and SHA-256, embedding size,
-resolution, preprocessing), so vectors of another model are never mixed in or searched with.
-Both files are written to temporary siblings and renamed (``tasks.outputs.atomic_path``).
+Every kind is wrapped in ``IndexIDMap``, so every vector has a stable 64-bit id; the metadata
+maps ids to faces (identity, image path, image SHA-256) and records the model that made the
+vectors, so vectors of another model are never mixed in or searched with. On disk the index and
+its metadata are one file (``index_file``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 
 from backbone.errors import BadInputError
-from backbone.ranges import PositiveInt, Resolution, Width, int_range
-from datasets.schema import Field, Format
-from tasks.outputs import atomic_path
+from tasks.face_embedding.index_file import (
+    FORMAT,
+    KINDS,
+    MIN_TRAIN,
+    PARAM_RANGES,
+    PQ_BITS,
+    VERSION,
+    Face,
+    HnswDegree,
+    TrainSize,
+    read_index_file,
+    write_index_file,
+)
 
-Kind = Literal["flat", "hnsw", "ivfpq"]
-KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
-FORMAT = "mobilenet-suite face index"
-VERSION = 1
+__all__ = ["KINDS", "PARAM_RANGES", "Face", "FaceIndex", "HnswDegree", "TrainSize", "index_params", "new_index"]
+
 # graph degree: faiss's usual 16-64 (its recall against exact search: docs/face_embedding.md, Face index benchmark)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40  # faiss's default
 HNSW_EF_SEARCH = 64
 PQ_M = 16  # bytes per compressed vector: 8 dimensions per sub-quantizer at d = 128
-PQ_BITS = 8  # 256 centroids per sub-quantizer (faiss's default)
 IVF_NPROBE = 16
+# Re-ranked candidates per wanted match. A person's photos lie close together and their PQ codes
+# barely tell them apart, so the exact best match is only found if all of the query's identity's
+# photos are candidates: on benchmarks/face_index.py's synthetic gallery (10 photos per identity),
+# 100k faces, nprobe 16, recall@1 against exact search was 0.17 / 0.53 / 0.88 / 0.999 at refine
+# 1 / 4 / 8 / 16 with queries/s unchanged (a one-off sweep); at 1M faces refine 16 gives 0.978 (the
+# probe's limit) and a top-1 similarity 1e-4 from the exact one, against 0.154 and -0.13 for the
+# codes alone. 16 also leaves room for galleries with more photos per person.
+REFINE = 16
 TRAIN_POINTS_PER_CENTROID = 39  # faiss warns below 39 training points per centroid
-MAX_TRAIN = 262_144  # IVF-PQ trains on a random sample of at most this many vectors
-MIN_TRAIN = 1 << PQ_BITS  # faiss trains each PQ codebook by k-means into 2^bits centroids: as many vectors
-
-# The ranges of the index options (``--hnsw-m`` ...), shared by the command line and the sidecar check.
-HnswDegree = int_range(2)  # faiss's HNSW crashed (no error) at M = 1
-TrainSize = int_range(MIN_TRAIN)
-PARAM_RANGES: dict[str, dict[str, type]] = {
-    "flat": {},
-    "hnsw": {"hnsw_m": HnswDegree, "ef_construction": PositiveInt, "ef_search": PositiveInt},
-    "ivfpq": {"nlist": PositiveInt, "pq_m": PositiveInt, "nprobe": PositiveInt, "train_size": TrainSize},
-}
-
-# The sidecar <index>.json, declared once (``datasets.schema``); its keys are its fields.
-SIDECAR_FORMAT = Format(
-    "face index metadata",
-    "the JSON file '<index>.json' that 'index build' writes beside a face index: format, version, kind, params, "
-    "model, next_id and faces",
-    (
-        Field("format", str, choices=(FORMAT,)),
-        Field("version", int, choices=(VERSION,), expected=f"{VERSION} (a newer index needs a newer version)"),
-        Field("kind", str, choices=KINDS),
-        Field("params", dict, expected="an object of the kind's parameters"),
-        Field("model", dict, expected="an object with the model's checkpoint, sha256, resolution and embedding_size"),
-        Field("next_id", int, low=0, noun="a face id"),
-        Field("faces", list, expected="a list of [id, identity, path]"),
-        Field("face", list, expected="[id, identity, path]"),
-        Field("id", int, low=0, unique=True, noun="a face id"),
-        Field("identity", str, pattern=r".*\S.*", pattern_words="not blank", noun="an identity"),
-        Field("path", str, noun="an image path"),
-        Field("checkpoint", str, noun="a checkpoint path"),
-        Field("sha256", str, pattern=r"[0-9a-f]{64}", pattern_words="64 hexadecimal digits", noun="a SHA-256"),
-        Field.ranged("width", Width),
-        Field.ranged("resolution", Resolution),
-        Field.ranged("embedding_size", PositiveInt),
-        *(Field.ranged(name, kind) for name, kind in {**PARAM_RANGES["hnsw"], **PARAM_RANGES["ivfpq"]}.items()),
-    ),
-    record="key",
-)
-
-
-def sidecar(path: str | os.PathLike[str]) -> Path:
-    """The metadata file beside an index: ``<index>.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
+# The default training sample: 64 points per IVF centroid (over faiss's 39, under its 256 cap),
+# and at least 64 per PQ codebook centroid; all faces when the gallery is smaller.
+SAMPLE_PER_CENTROID = 64
+MIN_SAMPLE = SAMPLE_PER_CENTROID * MIN_TRAIN
 
 
 def default_nlist(count: int) -> int:
@@ -98,123 +77,10 @@ def default_nlist(count: int) -> int:
     return max(1, min(int(4 * math.sqrt(count)), count // TRAIN_POINTS_PER_CENTROID or 1))
 
 
-def new_index(kind: str, d: int, vectors: np.ndarray, params: dict[str, Any], seed: int = 0) -> faiss.Index:
-    """An empty index of ``kind`` for ``d``-dimensional vectors (IVF-PQ trained on ``vectors``)."""
-    if kind == "flat":
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
-    if kind == "hnsw":
-        graph = faiss.IndexHNSWFlat(d, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = params["ef_construction"]
-        return faiss.IndexIDMap2(graph)
-    if kind == "ivfpq":
-        if len(vectors) < MIN_TRAIN:
-            raise BadInputError(
-                f"An IVF-PQ index is trained on the gallery and needs at least {MIN_TRAIN} faces; got {len(vectors)}: "
-                "use --kind flat (exact) for a gallery this small."
-            )
-        if d % params["pq_m"]:
-            raise BadInputError(f"--pq-m is {params['pq_m']}; expected a divisor of the embedding size {d}.")
-        size = min(len(vectors), params["train_size"])
-        if size < params["nlist"]:  # faiss's k-means needs a training vector per cluster
-            raise BadInputError(
-                f"--nlist is {params['nlist']}; expected at most the {size} faces of the training sample "
-                f"(the gallery's {len(vectors)}, --train-size {params['train_size']})."
-            )
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFPQ(quantizer, d, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        sample = vectors[rng.choice(len(vectors), size, replace=False)]
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        return index
-    raise BadInputError(f"Unknown index kind {kind!r}; expected one of {', '.join(KINDS)}.")
-
-
-@dataclass
-class FaceIndex:
-    """A faiss index and its metadata (``meta``: model, kind, params, faces by id)."""
-
-    index: faiss.Index
-    meta: dict[str, Any]
-    faces: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (identity, path)
-
-    # --- create / load / save ------------------------------------------------------------------
-    @classmethod
-    def create(cls, kind: str, model: dict[str, Any], vectors: np.ndarray, params: dict[str, Any]) -> FaceIndex:
-        d = int(model["embedding_size"])
-        index = new_index(kind, d, vectors, params)
-        meta = {"format": FORMAT, "version": VERSION, "kind": kind, "params": params, "model": model, "next_id": 0}
-        meta["similarity"] = "inner product of L2-normalised embeddings (cosine similarity)"
-        return cls(index, meta)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> FaceIndex:
-        """The index at ``path`` and its sidecar, each checked against the other (``read_sidecar``)."""
-        path = Path(path)
-        side = sidecar(path)
-        if not path.is_file():
-            what = "is a folder" if path.is_dir() else "does not exist"
-            raise BadInputError(f"The face index {str(path)!r} {what}; expected an index file made by 'index build'.")
-        if not side.is_file():
-            raise BadInputError(
-                f"The face index {str(path)!r} has no metadata file {str(side)!r} beside it; "
-                "it was not made by 'index build' (or the file was moved without it)."
-            )
-        meta, faces = read_sidecar(side)
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as error:
-            raise BadInputError(f"The face index {str(path)!r} could not be read by faiss: {error}".strip()) from None
-        check_index_matches(index, meta, faces, path)
-        return cls(index, meta, faces)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index and its sidecar: both to temporary files first, then both renamed."""
-        path = Path(path)
-        payload = {**self.meta, "faces": [[i, identity, p] for i, (identity, p) in self.faces.items()]}
-        with atomic_path(path) as tmp_index, atomic_path(sidecar(path)) as tmp_meta:
-            faiss.write_index(self.index, str(tmp_index))
-            tmp_meta.write_text(json.dumps(payload))
-
-    # --- edit -------------------------------------------------------------------------------
-    @property
-    def size(self) -> int:
-        return int(self.index.ntotal)
-
-    def add(self, vectors: np.ndarray, identities: list[str], paths: list[str]) -> None:
-        start = int(self.meta["next_id"])
-        ids = np.arange(start, start + len(vectors), dtype=np.int64)
-        if len(vectors):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-        self.faces.update({int(i): (who, p) for i, who, p in zip(ids, identities, paths, strict=True)})
-        self.meta["next_id"] = start + len(vectors)
-
-    def remove_identity(self, identity: str) -> int:
-        """Remove every face of ``identity``; returns how many were removed."""
-        ids = np.array([i for i, (who, _) in self.faces.items() if who == identity], dtype=np.int64)
-        if not len(ids):
-            return 0
-        if self.meta["kind"] == "hnsw":  # faiss's HNSW cannot delete: rebuild from the kept vectors
-            graph = faiss.downcast_index(self.index.index)
-            all_ids = faiss.vector_to_array(self.index.id_map)
-            vectors = graph.reconstruct_n(0, graph.ntotal)
-            keep = ~np.isin(all_ids, ids)
-            self.index = new_index("hnsw", graph.d, vectors, self.meta["params"])
-            self.index.add_with_ids(vectors[keep], all_ids[keep])
-        else:
-            self.index.remove_ids(ids)
-        for i in ids:
-            del self.faces[int(i)]
-        return len(ids)
-
-    # --- search -----------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, ids), each (queries, k); id -1 where the index holds fewer than k faces."""
-        params = self.meta["params"]
-        if self.meta["kind"] == "hnsw":
-            faiss.downcast_index(self.index.index).hnsw.efSearch = max(params["ef_search"], k)
-        elif self.meta["kind"] == "ivfpq":
-            self.index.nprobe = params["nprobe"]
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+def default_train_size(count: int, nlist: int) -> int:
+    """Enough training faces for ``nlist`` clusters (``SAMPLE_PER_CENTROID`` each), within the gallery:
+    1M faces -> nlist 4,000, 256,000 trained; 100M -> 40,000, 2.56M (64 per centroid at every size)."""
+    return max(min(count, MIN_TRAIN), min(count, max(MIN_SAMPLE, SAMPLE_PER_CENTROID * nlist)))
 
 
 def index_params(kind: str, count: int, **given: int | None) -> dict[str, Any]:
@@ -222,82 +88,176 @@ def index_params(kind: str, count: int, **given: int | None) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "flat": {},
         "hnsw": {"hnsw_m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
-        "ivfpq": {
-            "nlist": default_nlist(count),
-            "pq_m": PQ_M,
-            "nprobe": IVF_NPROBE,
-            "train_size": min(count, MAX_TRAIN),
-        },
+        "ivfpq": {"nlist": default_nlist(count), "pq_m": PQ_M, "nprobe": IVF_NPROBE, "refine": REFINE},
     }[kind]
-    return {name: (given[name] if given.get(name) is not None else value) for name, value in defaults.items()}
+    params = {name: (given[name] if given.get(name) is not None else value) for name, value in defaults.items()}
+    if kind == "ivfpq":
+        size = given.get("train_size")
+        params["train_size"] = size if size is not None else default_train_size(count, params["nlist"])
+    return params
 
 
-def read_sidecar(side: Path) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
-    """The metadata of an index (without ``faces``) and its faces by id, checked against ``SIDECAR_FORMAT``."""
-    fmt = SIDECAR_FORMAT
-    meta = fmt.read_json(side)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else f"a JSON {type(meta).__name__}"
-        raise fmt.bad(side, None, "format", found, f"{FORMAT!r}: the metadata of a face index made by 'index build'")
-    for key in ("version", "kind", "params", "model", "next_id", "faces"):
-        if key not in meta:
-            raise fmt.error(side, None, f"it has no key {key!r}; expected {fmt.layout}")
-        fmt.value(side, None, key, meta[key])
-    for name in PARAM_RANGES[meta["kind"]]:
-        if name not in meta["params"]:
-            raise fmt.error(side, "params", f"there is no {name!r}; expected the parameters of a {meta['kind']} index")
-        fmt.value(side, "params", name, meta["params"][name])
-    for name in ("checkpoint", "sha256", "resolution", "embedding_size", "width"):  # width: informative only
-        if name in meta["model"]:
-            fmt.value(side, "model", name, meta["model"][name])
-        elif name != "width":
-            raise fmt.error(side, "model", f"there is no {name!r}; expected {fmt.field('model').words}")
-    faces: dict[int, tuple[str, str]] = {}
-    for number, face in enumerate(meta.pop("faces")):
-        where = f"faces[{number}]"
-        if not isinstance(face, list) or len(face) != 3:
-            raise fmt.bad(side, where, "face", face)
-        face_id, identity, image = (
-            fmt.value(side, where, name, v) for name, v in zip(("id", "identity", "path"), face, strict=True)
+def train_ivfpq(d: int, vectors: np.ndarray, params: dict[str, Any], seed: int = 0) -> faiss.IndexIVFPQ:
+    """An empty IVF-PQ trained on a random sample of ``vectors`` (``params['train_size']`` of them)."""
+    if len(vectors) < MIN_TRAIN:
+        raise BadInputError(
+            f"An IVF-PQ index is trained on the gallery and needs at least {MIN_TRAIN} faces; got {len(vectors)}: "
+            "use --kind flat (exact) for a gallery this small."
         )
-        if face_id >= meta["next_id"]:
-            raise fmt.bad(side, where, "id", face_id, f"an id below next_id = {meta['next_id']}")
-        if face_id in faces:
-            raise fmt.bad(side, where, "id", face_id, "each id once")
-        faces[face_id] = (identity, image)
-    return meta, faces
-
-
-_FAISS_TYPES = {"flat": ("IndexIDMap2", "IndexFlat"), "hnsw": ("IndexIDMap2", "IndexHNSW"), "ivfpq": ("IndexIVFPQ", "")}
-
-
-def check_index_matches(
-    index: faiss.Index, meta: dict[str, Any], faces: dict[int, tuple[str, str]], path: Path
-) -> None:
-    """The sidecar describes this index: its kind, vector size, face count and (flat, hnsw) ids."""
-    side, fmt = sidecar(path), SIDECAR_FORMAT
-    outer, inner = _FAISS_TYPES[meta["kind"]]
-    found = type(index).__name__ + (f"({type(faiss.downcast_index(index.index)).__name__})" if inner else "")
-    if not found.startswith(outer) or inner not in found:
-        raise fmt.error(side, None, f"kind is {meta['kind']!r} but {str(path)!r} is a faiss {found}; rebuild the index")
-    if index.d != meta["model"]["embedding_size"]:
-        raise fmt.error(
-            side,
-            None,
-            f"embedding_size is {meta['model']['embedding_size']} but {str(path)!r} holds {index.d}-d vectors; "
-            "rebuild the index with 'index build --overwrite'",
+    if d % params["pq_m"]:
+        raise BadInputError(f"--pq-m is {params['pq_m']}; expected a divisor of the embedding size {d}.")
+    size = min(len(vectors), params["train_size"])
+    if size < params["nlist"]:  # faiss's k-means needs a training vector per cluster
+        raise BadInputError(
+            f"--nlist is {params['nlist']}; expected at most the {size} faces of the training sample "
+            f"(the gallery's {len(vectors)}, --train-size {params['train_size']})."
         )
-    if index.ntotal != len(faces):
-        raise fmt.error(
-            side,
-            None,
-            f"it lists {len(faces)} faces but {str(path)!r} holds {index.ntotal} vectors; "
-            "rebuild the index with 'index build --overwrite'",
-        )
-    if inner:
-        ids = set(faiss.vector_to_array(index.id_map).tolist())
-        unknown = next((i for i in sorted(ids) if i not in faces), None)
-        if unknown is not None:
-            raise fmt.error(
-                side, None, f"it has no face for the vector id {unknown} of {str(path)!r}; rebuild the index"
-            )
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQ(quantizer, d, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+    sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), size, replace=False))]
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return index
+
+
+def refined(ivfpq: faiss.IndexIVFPQ, params: dict[str, Any]) -> faiss.Index:
+    """``ivfpq`` (trained, empty) re-ranked by exact inner products, with stable ids. (faiss's Python
+    wrappers keep each wrapped index alive as long as its wrapper: no ownership juggling here.)"""
+    refine = faiss.IndexRefineFlat(ivfpq)
+    refine.k_factor = float(params["refine"])
+    wrapped = faiss.IndexIDMap(refine)
+    return wrapped
+
+
+def new_index(kind: str, d: int, vectors: np.ndarray, params: dict[str, Any], seed: int = 0) -> faiss.Index:
+    """An empty index of ``kind`` for ``d``-dimensional vectors (IVF-PQ trained on ``vectors``)."""
+    if kind == "flat":
+        inner: faiss.Index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(d, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = params["ef_construction"]
+    elif kind == "ivfpq":
+        return refined(train_ivfpq(d, vectors, params, seed), params)
+    else:
+        raise BadInputError(f"Unknown index kind {kind!r}; expected one of {', '.join(KINDS)}.")
+    wrapped = faiss.IndexIDMap(inner)
+    return wrapped
+
+
+@dataclass
+class FaceIndex:
+    """A faiss index and its metadata (``meta``: model, kind, params, threshold; ``faces`` by id)."""
+
+    index: faiss.Index
+    meta: dict[str, Any]
+    faces: dict[int, Face] = field(default_factory=dict)
+
+    # --- create / load / save ------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        kind: str,
+        model: dict[str, Any],
+        vectors: np.ndarray,
+        params: dict[str, Any],
+        threshold: dict[str, Any] | None = None,
+    ) -> FaceIndex:
+        """An empty index for ``model``'s vectors; ``threshold``: its calibration (``Calibration.to_dict``)."""
+        index = new_index(kind, int(model["embedding_size"]), vectors, params)
+        meta = {"format": FORMAT, "version": VERSION, "kind": kind, "params": params, "model": model}
+        meta |= {"threshold": threshold, "next_id": 0}
+        meta["similarity"] = "inner product of L2-normalised embeddings (cosine similarity), exact on every kind"
+        return cls(index, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], mmap: bool = False) -> FaceIndex:
+        """The index at ``path`` (``index_file``); ``mmap``: vectors mapped from disk, read-only."""
+        return cls(*read_index_file(path, mmap))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Replace ``path`` by this index and its metadata, as one file (``index_file``)."""
+        payload = {**self.meta, "faces": [[i, *face] for i, face in self.faces.items()]}
+        write_index_file(path, self.index, payload)
+
+    # --- edit -------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    def add(
+        self, vectors: np.ndarray, identities: list[str], paths: list[str], hashes: list[str | None] | None = None
+    ) -> np.ndarray:
+        """Add faces under new ids (returned); ``hashes``: their images' SHA-256 (for ``enrolled``)."""
+        start = int(self.meta["next_id"])
+        ids = np.arange(start, start + len(vectors), dtype=np.int64)
+        if len(vectors):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        hashes = hashes if hashes is not None else [None] * len(vectors)
+        faces = zip(ids.tolist(), identities, paths, hashes, strict=True)
+        self.faces.update({i: Face(who, p, digest) for i, who, p, digest in faces})
+        self.meta["next_id"] = start + len(vectors)
+        return ids
+
+    def enrolled(self) -> set[tuple[str, str | None]]:
+        """The (resolved image path, image SHA-256) of every face: an image is enrolled once."""
+        return {(face.path, face.sha256) for face in self.faces.values()}
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(exact vectors, ids) of every face, in storage order (every kind keeps exact vectors)."""
+        inner = faiss.downcast_index(self.index.index)
+        storage = faiss.downcast_index(inner.refine_index) if self.kind == "ivfpq" else inner
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        vectors = storage.reconstruct_n(0, storage.ntotal) if storage.ntotal else np.zeros((0, inner.d), np.float32)
+        return vectors, ids
+
+    def remove(self, ids: np.ndarray | list[int]) -> int:
+        """Remove the faces ``ids`` (unknown ids are ignored) with one rebuild at most; how many went."""
+        ids = np.asarray(sorted({int(i) for i in ids} & self.faces.keys()), dtype=np.int64)
+        if not len(ids):
+            return 0
+        if self.kind == "flat":
+            self.index.remove_ids(ids)
+        else:  # HNSW cannot delete and the refine wrapper cannot either: rebuild from the kept vectors
+            vectors, all_ids = self.vectors()
+            keep = ~np.isin(all_ids, ids)
+            self._rebuild(vectors[keep], all_ids[keep], retrain=False)
+        for i in ids.tolist():
+            del self.faces[i]
+        return len(ids)
+
+    def retrain(self, params: dict[str, Any]) -> None:
+        """IVF-PQ only: train new clusters and codebooks (``params``) on the current exact vectors."""
+        if self.kind != "ivfpq":
+            raise BadInputError(f"Only an IVF-PQ index is trained; this one is {self.kind}, which needs no retrain.")
+        vectors, ids = self.vectors()
+        self.meta["params"] = params
+        self._rebuild(vectors, ids, retrain=True)
+
+    def _rebuild(self, vectors: np.ndarray, ids: np.ndarray, retrain: bool) -> None:
+        """A new faiss index of the same kind holding ``vectors`` under ``ids``; IVF-PQ keeps its
+        trained quantizer and codebooks unless ``retrain``."""
+        params, d = self.meta["params"], int(self.index.d)
+        if self.kind == "ivfpq" and not retrain:
+            ivf = faiss.extract_index_ivf(self.index)
+            empty = faiss.clone_index(ivf)  # an IndexIVFPQ owned by this Python object
+            empty.reset()
+            index = refined(empty, params)
+        else:
+            index = new_index(self.kind, d, vectors, params)
+        if len(vectors):
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self.index = index
+
+    # --- search -----------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, ids), each (queries, k); id -1 where the index holds fewer than k faces."""
+        params = self.meta["params"]
+        if self.kind == "hnsw":
+            faiss.downcast_index(self.index.index).hnsw.efSearch = max(params["ef_search"], k)
+        elif self.kind == "ivfpq":
+            faiss.extract_index_ivf(self.index).nprobe = params["nprobe"]
+            faiss.downcast_index(self.index.index).k_factor = float(params["refine"])
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

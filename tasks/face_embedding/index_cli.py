@@ -1,19 +1,27 @@
-"""``python -m tasks.face_embedding index build|add|remove|search``: a faiss index of faces.
+"""``python -m tasks.face_embedding index build|add|remove|retrain|search|info``: a faiss index of faces.
 
-    index build  --ckpt CKPT --images GALLERY --out faces.index [--kind flat|hnsw|ivfpq] [--overwrite]
-    index add    --index faces.index --images MORE
-    index remove --index faces.index --identity NAME [--identity NAME ...]
-    index search --index faces.index --images QUERIES -k 5 --out results.csv [--threshold 0.5] [--json results.json]
+    index build   --ckpt CKPT (--images GALLERY | --embeddings DIR) --out faces.index [--kind flat|hnsw|ivfpq]
+    index add     --index faces.index (--images MORE | --embeddings DIR [--ckpt CKPT])
+    index remove  --index faces.index [--identity NAME] [--path P] [--id N] ...   (each repeatable)
+    index retrain --index faces.index [--nlist N] [--pq-m M] [--train-size S]   (IVF-PQ)
+    index info    --index faces.index    (its metadata: model, kind, parameters, threshold, counts)
+    index search  --index faces.index (--images QUERIES | --embeddings DIR) -k 5 --out results.csv
+                  [--threshold auto|none|COSINE] [--json results.json] [--mmap]
 
-A gallery is ``<identity>/*.jpg`` folders (the identity is the folder name); queries are any
-images under a folder. Without ``--images``, build uses the built-in demo gallery and search the
-demo queries. An unreadable image is reported and skipped. ``results.csv`` has one row per query
-and rank: ``query,rank,identity,path,similarity`` (cosine similarity; rank 1 is the best); a
-query whose best similarity is under ``--threshold`` gets one row with identity ``unknown``.
+A gallery is ``<identity>/*.jpg`` folders (the identity is the folder name; see ``index_inputs``);
+queries are any images under a folder. Without ``--images``/``--embeddings``, build uses the
+built-in demo gallery and search the demo queries. An unreadable image is reported and skipped.
+``results.csv`` has one row per query and rank: ``query,rank,identity,path,similarity`` (cosine
+similarity, exact on every index kind; rank 1 is the best); a query whose best similarity is under
+the threshold gets one row with identity ``unknown``. ``--threshold auto`` (the default) is the
+model's calibrated threshold stored in the index (``threshold.py``); search says which it used.
 
-Every option has a declared range (``backbone.ranges``, and ``PARAM_RANGES`` for the index
-parameters), and every file a command writes is checked with ``tasks.outputs.check_output_file``
-before any image is embedded: bad input ends with one sentence and exit status 2.
+Writers (build, add, remove, retrain) hold the index's lock (``index_lock``) from loading it to
+saving it; images are embedded before, outside the lock, so a second writer waits seconds, not
+hours (``--lock-timeout``). Every option has a declared range (``backbone.ranges``, and
+``PARAM_RANGES`` for the index parameters), and every file a command writes is checked with
+``tasks.outputs.check_output_file`` before any image is embedded: bad input ends with one
+sentence and exit status 2.
 """
 
 from __future__ import annotations
@@ -21,127 +29,37 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from backbone.checkpoint_reader import file_sha256
 from backbone.errors import BadInputError
-from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt, float_range
+from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt
 from datasets.demo.cache import announce_demo
-from datasets.face_identities import describe_eval_transform, face_eval_transform
-from datasets.images import PredictFolder, collate_with_info
-from tasks.face_embedding.index import (
-    KINDS,
-    PARAM_RANGES,
-    FaceIndex,
-    HnswDegree,
-    TrainSize,
-    index_params,
-    sidecar,
+from datasets.images import PredictFolder
+from tasks.face_embedding.api import UNKNOWN, FaceSearch, resolve_threshold, threshold_option
+from tasks.face_embedding.index import KINDS, PARAM_RANGES, FaceIndex, HnswDegree, TrainSize, index_params
+from tasks.face_embedding.index_inputs import (
+    embed_files,
+    embedding_faces,
+    gallery_files,
+    hash_files,
+    index_model,
+    model_record,
+    read_embeddings,
 )
-from tasks.face_embedding.model import FaceEmbedder
-from tasks.face_embedding.module import load_face_embedder
-from tasks.outputs import check_output_file, write_json_atomic, write_text_atomic
+from tasks.face_embedding.index_lock import DEFAULT_LOCK_TIMEOUT, LockTimeout, writer_lock
+from tasks.outputs import check_output_file, ensure_folder, write_json_atomic, write_text_atomic
 
 RESULT_COLUMNS = ("query", "rank", "identity", "path", "similarity")
-UNKNOWN = "unknown"
 SHOWN_QUERIES = 20  # rows of the table printed by search
-# --threshold: compared with cosine similarities; any finite number is meaningful (float32 rounding
-# puts an image's similarity with itself at 1.0000001, and a threshold above it rejects every match).
-Threshold = float_range()
 # The index parameters each option sets, by option name (their ranges: PARAM_RANGES).
 PARAM_OPTIONS = {"hnsw_m": "--hnsw-m", "ef_search": "--ef-search", "nlist": "--nlist", "pq_m": "--pq-m",
-                 "nprobe": "--nprobe", "train_size": "--train-size"}  # fmt: skip
-
-
-# --- the model ------------------------------------------------------------------------------
-def model_record(ckpt: str | Path) -> tuple[FaceEmbedder, dict[str, Any]]:
-    """The embedder of ``ckpt`` and what the index records about it."""
-    model, hparams = load_face_embedder(ckpt)
-    resolution = int(hparams.get("resolution", 128))
-    record = {
-        "checkpoint": str(Path(ckpt).expanduser().resolve()),
-        "sha256": file_sha256(Path(ckpt).expanduser()),
-        "width": float(hparams.get("width", 1.0)),
-        "resolution": resolution,
-        "embedding_size": int(hparams["embedding_size"]),
-        "preprocessing": describe_eval_transform(resolution),
-    }
-    return model, record
-
-
-def index_model(face_index: FaceIndex, ckpt: str | None, path: Path) -> FaceEmbedder:
-    """The model that made ``face_index``'s vectors: ``ckpt`` if given (it must be the same model),
-    else the recorded checkpoint (it must not have changed since)."""
-    recorded = face_index.meta["model"]
-    source = ckpt or recorded["checkpoint"]
-    if not Path(source).expanduser().is_file():
-        raise BadInputError(
-            f"The model that built {str(path)!r} ({recorded['checkpoint']!r}) is gone; pass that model with --ckpt."
-        )
-    model, record = model_record(source)
-    if record["embedding_size"] != recorded["embedding_size"]:
-        raise BadInputError(
-            f"{source!r} makes {record['embedding_size']}-d embeddings but {str(path)!r} holds "
-            f"{recorded['embedding_size']}-d ones from {recorded['checkpoint']!r}; use that model or build a new index."
-        )
-    if record["sha256"] != recorded["sha256"]:
-        what = "has changed since it built" if ckpt is None else "is not the model that built"
-        raise BadInputError(
-            f"The checkpoint {source!r} {what} {str(path)!r} (SHA-256 {record['sha256'][:12]} vs "
-            f"{recorded['sha256'][:12]}): embeddings of different models cannot be compared; "
-            "pass the index's own model with --ckpt or build a new index."
-        )
-    return model
-
-
-# --- embedding images -----------------------------------------------------------------------
-def embed_folder(
-    model: FaceEmbedder, folder: Path, resolution: int, batch_size: int, num_workers: int, what: str
-) -> tuple[np.ndarray, list[Path]]:
-    """Embeddings of every readable image under ``folder`` (recursively), with a progress bar;
-    unreadable images are reported by name and skipped."""
-    dataset = PredictFolder(folder, face_eval_transform(resolution))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_with_info)
-    vectors: list[np.ndarray] = []
-    paths: list[Path] = []
-    model.eval()
-    # PredictFolder warns about each unreadable file by name (also from worker processes).
-    with torch.inference_mode(), tqdm(total=len(dataset), desc=f"embedding {what}", unit="img") as bar:
-        for batch in loader:
-            if batch is not None:
-                images, infos = batch
-                vectors.append(model(images).float().numpy())
-                paths += [Path(info["path"]) for info in infos]
-            bar.update(min(batch_size, len(dataset) - bar.n))
-    if len(paths) < len(dataset):
-        print(
-            f"{len(dataset) - len(paths)} of {len(dataset)} images could not be read and were skipped.", file=sys.stderr
-        )
-    size = model.embedding_size
-    return (np.concatenate(vectors) if vectors else np.zeros((0, size), np.float32)), paths
-
-
-def gallery_faces(
-    model: FaceEmbedder, folder: Path, resolution: int, args: argparse.Namespace
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Embeddings, identities (``<identity>/`` folder names) and paths of a gallery."""
-    vectors, paths = embed_folder(model, folder, resolution, args.batch_size, args.num_workers, "gallery")
-    identities = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "" for p in paths]
-    loose = [p for p, who in zip(paths, identities, strict=True) if not who]
-    if loose:
-        print(f"Skipped {len(loose)} images outside identity folders, e.g. {str(loose[0])!r}.", file=sys.stderr)
-    keep = [i for i, who in enumerate(identities) if who]
-    if not keep:
-        raise BadInputError(f"No images in identity folders under {str(folder)!r}; a gallery holds <identity>/*.jpg.")
-    return vectors[keep], [identities[i] for i in keep], [str(paths[i]) for i in keep]
+                 "nprobe": "--nprobe", "train_size": "--train-size", "refine": "--refine"}  # fmt: skip
 
 
 def demo_folder(name: str) -> Path:
@@ -152,7 +70,6 @@ def demo_folder(name: str) -> Path:
     return folder
 
 
-# --- commands -------------------------------------------------------------------------------
 def check_index_options(args: argparse.Namespace, kind: str, embedding_size: int) -> None:
     """The index options given, against the kind of index and the model, before any image is embedded."""
     given = {name: getattr(args, name, None) for name in PARAM_OPTIONS}
@@ -171,121 +88,205 @@ def check_index_options(args: argparse.Namespace, kind: str, embedding_size: int
         )
 
 
+def given_params(args: argparse.Namespace) -> dict[str, int | None]:
+    return {name: getattr(args, name, None) for name in PARAM_OPTIONS}
+
+
+# --- new faces ------------------------------------------------------------------------------
+Faces = tuple[np.ndarray, list[str], list[str], list[str | None]]  # vectors, identities, paths, image SHA-256s
+
+
+def new_faces(args: argparse.Namespace, model_source: Any, record: dict[str, Any], enrolled: set[Any]) -> Faces:
+    """The faces of ``--images`` or ``--embeddings`` not ``enrolled`` yet (same path and content),
+    embedded by ``model_source()`` (called only if images are to be embedded)."""
+    if getattr(args, "embeddings", None):
+        keys, vectors = read_embeddings(args.embeddings, record, getattr(args, "ckpt", None))
+        rows, identities, paths = embedding_faces(keys, Path(args.images) if args.images else None)
+        vectors, hashes = vectors[rows], hash_files(paths)
+        keep = [i for i, key in enumerate(zip(map(str, paths), hashes, strict=True)) if key not in enrolled]
+        report_skipped(len(paths) - len(keep))
+        return vectors[keep], [identities[i] for i in keep], [str(paths[i]) for i in keep], [hashes[i] for i in keep]
+    folder = Path(args.images) if args.images else demo_folder("gallery")
+    files, identities = gallery_files(folder)
+    hashes = hash_files(files)
+    keep = [i for i, p in enumerate(files) if (str(p.resolve()), hashes[i]) not in enrolled]
+    report_skipped(len(files) - len(keep))
+    kept = [files[i] for i in keep]
+    vectors, rows = embed_files(model_source(), folder, kept, record, args.batch_size, args.num_workers, "gallery")
+    chosen = [keep[r] for r in rows]
+    return (
+        vectors,
+        [identities[i] for i in chosen],
+        [str(files[i].resolve()) for i in chosen],
+        [hashes[i] for i in chosen],
+    )
+
+
+def report_skipped(count: int) -> None:
+    if count:
+        print(f"Skipped {count} already enrolled (same image path and content).", file=sys.stderr)
+
+
+def add_unique(face_index: FaceIndex, faces: Faces) -> int:
+    """Add ``faces`` not enrolled in ``face_index`` (as it is now, under the lock); how many were added."""
+    vectors, identities, paths, hashes = faces
+    enrolled = face_index.enrolled()
+    keep = [i for i, key in enumerate(zip(paths, hashes, strict=True)) if key not in enrolled]
+    report_skipped(len(paths) - len(keep))  # enrolled by another writer meanwhile
+    face_index.add(vectors[keep], [identities[i] for i in keep], [paths[i] for i in keep], [hashes[i] for i in keep])
+    return len(keep)
+
+
+# --- commands -------------------------------------------------------------------------------
 def build(args: argparse.Namespace) -> None:
     out = check_output_file(args.out, "index file (--out)")
-    check_output_file(sidecar(out), "index metadata file (<out>.json)")
-    existing = [p for p in (out, sidecar(out)) if p.exists()]
-    if existing and not args.overwrite:
-        raise BadInputError(f"{str(existing[0])!r} already exists; pass --overwrite to replace the index.")
-    model, record = model_record(args.ckpt)
+    if out.exists() and not args.overwrite:
+        raise BadInputError(f"{str(out)!r} already exists; pass --overwrite to replace the index.")
+    model, record, threshold = model_record(args.ckpt)
     check_index_options(args, args.kind, record["embedding_size"])
-    folder = Path(args.images) if args.images else demo_folder("gallery")
-    vectors, identities, paths = gallery_faces(model, folder, record["resolution"], args)
-    params = index_params(
-        args.kind,
-        len(vectors),
-        hnsw_m=args.hnsw_m,
-        ef_search=args.ef_search,
-        nlist=args.nlist,
-        pq_m=args.pq_m,
-        nprobe=args.nprobe,
-        train_size=args.train_size,
-    )
-    face_index = FaceIndex.create(args.kind, record, vectors, params)
-    face_index.add(vectors, identities, paths)
-    face_index.save(out)
+    vectors, identities, paths, hashes = new_faces(args, lambda: model, record, set())
+    if not len(vectors):
+        raise BadInputError("No face could be embedded; the index was not written.")
+    params = index_params(args.kind, len(vectors), **given_params(args))
+    face_index = FaceIndex.create(args.kind, record, vectors, params, threshold)
+    ensure_folder(out.parent, "index folder")  # the lock file lies beside the index
+    with writer_lock(out, args.lock_timeout):
+        if out.exists() and not args.overwrite:  # written by another build meanwhile
+            raise BadInputError(f"{str(out)!r} already exists; pass --overwrite to replace the index.")
+        face_index.add(vectors, identities, paths, hashes)
+        face_index.save(out)
     print(f"Wrote {str(out)!r} ({args.kind}): {face_index.size} faces of {len(set(identities))} identities.")
-
-
-def check_rewrite(index: str) -> None:
-    """The index and its sidecar can be replaced (before any image is embedded)."""
-    check_output_file(index, "face index (--index)")
-    check_output_file(sidecar(index), "index metadata file")
+    described = "none (pass --threshold to search)" if threshold is None else f"cosine {threshold['cosine']:.4f}"
+    print(f"Calibrated threshold stored with the index: {described}.")
 
 
 def add(args: argparse.Namespace) -> None:
-    face_index = FaceIndex.load(args.index)
-    check_rewrite(args.index)
-    model = index_model(face_index, args.ckpt, Path(args.index))
-    vectors, identities, paths = gallery_faces(model, Path(args.images), face_index.meta["model"]["resolution"], args)
-    face_index.add(vectors, identities, paths)
-    face_index.save(args.index)
-    print(f"Added {len(vectors)} faces to {args.index!r}: it holds {face_index.size}.")
+    before = FaceIndex.load(args.index)
+    check_output_file(args.index, "face index (--index)")
+    record = before.meta["model"]
+    if args.embeddings and args.ckpt:
+        index_model(before, args.ckpt, Path(args.index))  # the vouched model must be the index's
+    faces = new_faces(args, lambda: index_model(before, args.ckpt, Path(args.index)), record, before.enrolled())
+    with writer_lock(args.index, args.lock_timeout):
+        face_index = FaceIndex.load(args.index)  # as it is now: another writer may have changed it
+        if face_index.meta["model"]["sha256"] != record["sha256"]:
+            raise BadInputError(f"The index {args.index!r} was rebuilt with another model meanwhile; run add again.")
+        added = add_unique(face_index, faces)
+        if added:
+            face_index.save(args.index)
+    print(f"Added {added} faces to {args.index!r}: it holds {face_index.size}.")
 
 
 def remove(args: argparse.Namespace) -> None:
-    face_index = FaceIndex.load(args.index)
-    check_rewrite(args.index)
-    removed = {name: face_index.remove_identity(name) for name in args.identity}
-    missing = [name for name, count in removed.items() if count == 0]
-    if len(missing) == len(removed):
-        raise BadInputError(f"The index {args.index!r} holds no face of {', '.join(map(repr, missing))}.")
-    face_index.save(args.index)
-    for name in missing:
-        print(f"No face of {name!r} in the index.", file=sys.stderr)
-    print(f"Removed {sum(removed.values())} faces from {args.index!r}: it holds {face_index.size}.")
+    check_output_file(args.index, "face index (--index)")
+    if not (args.identity or args.path or args.id):
+        raise BadInputError("index remove needs --identity NAME, --path IMAGE or --id N (each repeatable).")
+    with writer_lock(args.index, args.lock_timeout):
+        face_index = FaceIndex.load(args.index)
+        wanted = {("--identity", n) for n in args.identity or []} | {("--id", str(i)) for i in args.id or []}
+        wanted |= {("--path", str(Path(p).expanduser().resolve())) for p in args.path or []}
+        ids, hit = [], set()
+        for face_id, face in face_index.faces.items():
+            keys = {("--identity", face.identity), ("--path", face.path), ("--id", str(face_id))} & wanted
+            if keys:
+                ids.append(face_id)
+                hit |= keys
+        missing = sorted(wanted - hit)
+        if not ids:
+            raise BadInputError(f"The index {args.index!r} holds no face matching {' '.join(missing[0])}.")
+        removed = face_index.remove(ids)  # one rebuild (hnsw, ivfpq) for the whole batch
+        face_index.save(args.index)
+    for option, value in missing:
+        print(f"No face matches {option} {value} in the index.", file=sys.stderr)
+    print(f"Removed {removed} faces from {args.index!r}: it holds {face_index.size}.")
 
 
-def search_rows(
-    face_index: FaceIndex, queries: list[Path], similarities: np.ndarray, ids: np.ndarray, threshold: float | None
-) -> list[dict[str, Any]]:
-    """One row per query and rank; a query under ``threshold`` gets one ``unknown`` row."""
-    rows: list[dict[str, Any]] = []
-    for query, row_sims, row_ids in zip(queries, similarities, ids, strict=True):
-        found = [(float(s), int(i)) for s, i in zip(row_sims, row_ids, strict=True) if i >= 0]
-        if threshold is not None and (not found or found[0][0] < threshold):
-            best = found[0][0] if found else float("nan")
-            rows.append({"query": str(query), "rank": 1, "identity": UNKNOWN, "path": "", "similarity": best})
-            continue
-        for rank, (similarity, i) in enumerate(found, start=1):
-            identity, path = face_index.faces[i]
-            rows.append(
-                {"query": str(query), "rank": rank, "identity": identity, "path": path, "similarity": similarity}
-            )
-    return rows
+def retrain(args: argparse.Namespace) -> None:
+    check_output_file(args.index, "face index (--index)")
+    with writer_lock(args.index, args.lock_timeout):
+        face_index = FaceIndex.load(args.index)
+        check_index_options(args, face_index.kind, face_index.meta["model"]["embedding_size"])
+        old = face_index.meta["params"]
+        # nlist and the training sample follow the gallery's size now; the rest stays as built unless given
+        given = given_params(args) | {"nprobe": old.get("nprobe"), "refine": old.get("refine")}
+        given["pq_m"] = given["pq_m"] or old.get("pq_m")
+        params = index_params(face_index.kind, face_index.size, **given)
+        face_index.retrain(params)
+        face_index.save(args.index)
+    shown = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in params.items() if old.get(k) != v) or "same parameters"
+    print(f"Retrained {args.index!r} on its {face_index.size} faces ({shown}).")
+
+
+def info(args: argparse.Namespace) -> None:
+    """The metadata stored at the end of the index file (it is not a separate readable file any more)."""
+    face_index = FaceIndex.load(args.index, mmap=True)  # mapped: only the metadata is read in full
+    summary = dict(face_index.meta)
+    summary["faces"] = face_index.size
+    summary["identities"] = len({face.identity for face in face_index.faces.values()})
+    print(json.dumps(summary, indent=2))
 
 
 def search(args: argparse.Namespace) -> None:
     check_output_file(args.out, "results file (--out)")
     if args.json:
         check_output_file(args.json, "results file (--json)")
-    face_index = FaceIndex.load(args.index)
-    check_index_options(args, face_index.meta["kind"], face_index.meta["model"]["embedding_size"])
-    model = index_model(face_index, args.ckpt, Path(args.index))
-    folder = Path(args.images) if args.images else demo_folder("queries")
-    params = face_index.meta["params"]
-    for name in ("ef_search", "nprobe"):
-        if getattr(args, name) is not None and name in params:
-            params[name] = getattr(args, name)
-    vectors, queries = embed_folder(
-        model, folder, face_index.meta["model"]["resolution"], args.batch_size, args.num_workers, "queries"
-    )
-    similarities, ids = face_index.search(vectors, args.k)
-    rows = search_rows(face_index, queries, similarities, ids, args.threshold)
+    face_index = FaceIndex.load(args.index, mmap=args.mmap)
+    check_index_options(args, face_index.kind, face_index.meta["model"]["embedding_size"])
+    threshold = resolve_threshold(args.threshold, face_index, args.index)
+    for name in ("ef_search", "nprobe", "refine"):
+        if getattr(args, name) is not None and name in face_index.meta["params"]:
+            face_index.meta["params"][name] = getattr(args, name)
+    searcher = FaceSearch(face_index, Path(args.index), threshold, args.ckpt)
+    folder = None
+    if args.embeddings:
+        if args.ckpt:  # the model vouched for must be the index's
+            searcher.model  # noqa: B018 (loads and checks it)
+        queries, vectors = read_embeddings(args.embeddings, face_index.meta["model"], args.ckpt)
+    else:
+        folder = Path(args.images) if args.images else demo_folder("queries")
+        files = PredictFolder(folder, lambda image: image).files  # every image under the folder, sorted
+        vectors, rows = embed_files(
+            searcher.model, folder, files, face_index.meta["model"], args.batch_size, args.num_workers, "queries"
+        )
+        queries = [str(files[r]) for r in rows]
+    answers = searcher.search_embeddings(vectors, args.k)
+    rows_out = [
+        {"query": q, "rank": rank, "identity": m.identity, "path": m.path, "similarity": m.similarity}
+        for q, found in zip(queries, answers, strict=True)
+        for rank, m in enumerate(found, start=1)
+    ]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({**r, "similarity": f"{r['similarity']:.6f}"} for r in rows)
+    writer.writerows({**r, "similarity": f"{r['similarity']:.6f}"} for r in rows_out)
     write_text_atomic(args.out, text.getvalue())
     if args.json:
-        write_json_atomic(args.json, rows)
-    print_summary(rows, folder, face_index)
+        write_json_atomic(args.json, [{**r, "similarity": none_if_nan(r["similarity"])} for r in rows_out])
+    print_summary(rows_out, folder, face_index)
+    print(f"Threshold: {threshold.source}.")
     print(
-        f"Wrote {len(rows)} rows for {len(queries)} queries to {args.out!r}"
+        f"Wrote {len(rows_out)} rows for {len(queries)} queries to {args.out!r}"
         + (f" and {args.json!r}." if args.json else ".")
     )
 
 
-def print_summary(rows: list[dict[str, Any]], folder: Path, face_index: FaceIndex) -> None:
+def none_if_nan(value: float) -> float | None:
+    return None if value != value else value  # an empty index's unknown row has no best similarity
+
+
+def print_summary(rows: list[dict[str, Any]], folder: Path | None, face_index: FaceIndex) -> None:
     """The best match of the first queries, and, for queries kept in ``<identity>/`` folders, how
     often the best match is that identity (or ``unknown`` for people not in the index)."""
     best = [r for r in rows if r["rank"] == 1]
     print("| query | identity | similarity |\n|---|---|---|")
     for r in best[:SHOWN_QUERIES]:
-        print(f"| {Path(r['query']).relative_to(folder)} | {r['identity']} | {r['similarity']:.3f} |")
+        shown = Path(r["query"]).relative_to(folder) if folder else r["query"]
+        print(f"| {shown} | {r['identity']} | {r['similarity']:.3f} |")
     if len(best) > SHOWN_QUERIES:
         print(f"... and {len(best) - SHOWN_QUERIES} more queries")
-    known = {who for who, _ in face_index.faces.values()}
+    if folder is None:
+        return
+    known = {face.identity for face in face_index.faces.values()}
     labelled = [(r, Path(r["query"]).relative_to(folder).parts) for r in best]
     labelled = [(r, parts[0]) for r, parts in labelled if len(parts) > 1]
     enrolled = [(r, who) for r, who in labelled if who in known]
@@ -307,51 +308,92 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=PositiveInt, default=64, help="images embedded at a time")
         sub.add_argument("--num-workers", type=NonNegativeInt, default=2, help="image-reading worker processes")
 
+    def locked(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--lock-timeout",
+            type=LockTimeout,
+            default=DEFAULT_LOCK_TIMEOUT,
+            help=f"seconds to wait for another writer of the index, then refuse (default {DEFAULT_LOCK_TIMEOUT:g})",
+        )
+
+    def ivfpq_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--nlist", type=PositiveInt, help="IVF clusters (default about 4 * sqrt(faces))")
+        sub.add_argument("--pq-m", type=PositiveInt, help="PQ bytes per face, a divisor of the embedding size (16)")
+        sub.add_argument("--train-size", type=TrainSize, help="IVF-PQ training faces (default 64 per cluster)")
+
+    embeddings_help = "predict's embeddings.npy (with paths.txt), or its folder, instead of embedding images"
     b = commands.add_parser("build", help="embed a gallery of <identity>/*.jpg and write a new index")
     b.add_argument("--ckpt", required=True, help="a checkpoint of tasks.face_embedding")
-    b.add_argument("--images", help="the gallery folder (<identity>/*.jpg); default: the demo gallery")
-    b.add_argument("--out", required=True, help="the index file to write (its metadata goes to <out>.json)")
+    b.add_argument("--images", help="the gallery folder (<identity>/*.jpg); with --embeddings: their root")
+    b.add_argument("--embeddings", help=embeddings_help)
+    b.add_argument("--out", required=True, help="the index file to write")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index")
     b.add_argument(
         "--kind", choices=KINDS, default="flat", help="flat (exact), hnsw or ivfpq (see docs/face_embedding.md)"
     )
     b.add_argument("--hnsw-m", type=HnswDegree, help="HNSW graph degree, >= 2 (default 32)")
-    b.add_argument("--nlist", type=PositiveInt, help="IVF clusters (default about 4 * sqrt(faces))")
-    b.add_argument("--pq-m", type=PositiveInt, help="PQ bytes per face, a divisor of the embedding size (default 16)")
-    b.add_argument("--train-size", type=TrainSize, help="IVF-PQ training sample, >= 256 (default all, at most 262144)")
+    ivfpq_options(b)
     b.add_argument("--ef-search", type=PositiveInt, help="HNSW search breadth stored as the default (64)")
     b.add_argument("--nprobe", type=PositiveInt, help="IVF clusters visited per search stored as the default (16)")
+    b.add_argument("--refine", type=PositiveInt, help="IVF-PQ candidates re-ranked exactly per match (default 16)")
     common(b)
+    locked(b)
 
     a = commands.add_parser("add", help="embed more <identity>/*.jpg images into an index")
     a.add_argument("--index", required=True)
-    a.add_argument("--images", required=True)
+    a.add_argument("--images", help="a folder of <identity>/*.jpg; with --embeddings: their root")
+    a.add_argument("--embeddings", help=embeddings_help)
     a.add_argument("--ckpt", help="the index's model (default: the checkpoint recorded in the index)")
     common(a)
+    locked(a)
 
-    r = commands.add_parser("remove", help="remove every face of an identity")
+    r = commands.add_parser("remove", help="remove faces by identity, image path or id (one rebuild for all)")
     r.add_argument("--index", required=True)
-    r.add_argument("--identity", required=True, action="append", help="repeat to remove several")
+    r.add_argument("--identity", action="append", help="every face of this identity; repeatable")
+    r.add_argument("--path", action="append", help="the face of this image; repeatable")
+    r.add_argument("--id", type=NonNegativeInt, action="append", help="the face of this id; repeatable")
+    locked(r)
+
+    t = commands.add_parser("retrain", help="re-train an IVF-PQ index's clusters and codebooks on its faces")
+    t.add_argument("--index", required=True)
+    ivfpq_options(t)
+    locked(t)
+
+    i = commands.add_parser("info", help="print an index's metadata (model, kind, parameters, threshold, counts)")
+    i.add_argument("--index", required=True)
 
     s = commands.add_parser("search", help="find the closest faces of every query image")
     s.add_argument("--index", required=True)
     s.add_argument("--images", help="a folder of query images; default: the demo queries")
+    s.add_argument("--embeddings", help="predict's embeddings of the queries, instead of --images")
     s.add_argument("-k", "--k", type=PositiveInt, default=5, help="matches per query")
     s.add_argument("--out", default="results.csv", help="CSV: query,rank,identity,path,similarity")
-    s.add_argument("--threshold", type=Threshold, help="best cosine similarity under this -> 'unknown'")
+    s.add_argument(
+        "--threshold",
+        type=threshold_option,
+        default="auto",
+        help="auto (the model's calibrated threshold, default), none, or a cosine; best under it -> 'unknown'",
+    )
     s.add_argument("--json", help="also write the rows as JSON to this file")
     s.add_argument("--ckpt", help="the index's model (default: the checkpoint recorded in the index)")
     s.add_argument("--ef-search", type=PositiveInt, help="HNSW search breadth (default: the index's)")
     s.add_argument("--nprobe", type=PositiveInt, help="IVF clusters visited (default: the index's)")
+    s.add_argument("--refine", type=PositiveInt, help="IVF-PQ candidates re-ranked per match (default: the index's)")
+    s.add_argument("--mmap", action="store_true", help="map the index from disk instead of reading it (large IVF-PQ)")
     common(s)
     return parser
+
+
+COMMANDS = {"build": build, "add": add, "remove": remove, "retrain": retrain, "search": search, "info": info}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one index command; bad input ends with one sentence on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        {"build": build, "add": add, "remove": remove, "search": search}[args.command](args)
+        if args.command == "add" and not (args.images or args.embeddings):
+            raise BadInputError("index add needs --images FOLDER or --embeddings FILE.")
+        COMMANDS[args.command](args)
     except BadInputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
