@@ -48,7 +48,9 @@ class EmbeddingWriter(PredictionWriter):
         ordered = [unique[i] for i in sorted(unique)]
         size = getattr(pl_module.hparams, "embedding_size", 0)
         vectors = np.stack([r["embedding"] for r in ordered]) if ordered else np.zeros((0, size), np.float32)
-        record = embeddings_record(getattr(trainer, "ckpt_path", None), pl_module.hparams)
+        # flip_test is an inference option (not in hparams): the run's own setting
+        setting = {**pl_module.hparams, "flip_test": getattr(pl_module, "flip_test", True)}
+        record = embeddings_record(getattr(trainer, "ckpt_path", None), setting)
         write_embeddings(folder, [r["path"] for r in ordered], vectors, record)
         print(f"Wrote {len(ordered)} embeddings to {folder / EMBEDDINGS_FILE} and {folder / PATHS_FILE}.", flush=True)
 
