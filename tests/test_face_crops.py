@@ -104,3 +104,33 @@ def test_faces_in_folder_largest_only_and_all(face_checkpoint: tuple[str, Path],
     assert list(nothing) == [] and len(nothing.no_face) == 3
     err = capsys.readouterr().err
     assert "No face found in 3 of 3 photos" in err and nothing.no_face[0] in err
+
+
+def test_index_enrols_and_searches_faces_in_photos(face_checkpoint: tuple[str, Path], tmp_path: Path) -> None:
+    """--detector: build enrols the largest face of each photo; search reports every face with its box."""
+    import csv
+
+    from tasks.face_embedding.index import FaceIndex
+    from tasks.face_embedding.index_cli import main
+    from tests.test_face_index import calibrated_checkpoint
+
+    ckpt, photos = face_checkpoint
+    gallery = tmp_path / "gallery"
+    for number, photo in enumerate(sorted(photos.rglob("*.jpg"))):  # one "person" per photo
+        (gallery / f"person{number}").mkdir(parents=True)
+        (gallery / f"person{number}" / photo.name).write_bytes(photo.read_bytes())
+    embedder = calibrated_checkpoint(tmp_path / "embedder.ckpt", gallery, seed=0)
+    detect = ["--detector", ckpt, "--detector-score", "0.01", "--num-workers", "0"]
+    main(["build", "--ckpt", str(embedder), "--images", str(gallery), "--out", str(tmp_path / "f.index"), *detect])
+    index = FaceIndex.load(tmp_path / "f.index")
+    assert 0 < index.size <= 3  # at most one face (the largest) per photo
+    results = tmp_path / "results.csv"
+    main(["search", "--index", str(tmp_path / "f.index"), "--images", str(photos), "--out", str(results), *detect])
+    rows = list(csv.DictReader(results.open()))
+    assert rows and list(rows[0]) == ["query", "face", "box", "rank", "identity", "path", "similarity"]
+    for row in rows:
+        x1, y1, x2, y2 = map(float, row["box"].split())
+        with Image.open(row["query"]) as image:
+            assert 0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height
+    with pytest.raises(SystemExit):
+        main(["search", "--index", str(tmp_path / "f.index"), "--embeddings", str(tmp_path), *detect])

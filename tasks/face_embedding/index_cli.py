@@ -7,6 +7,7 @@
     index info    --index faces.index    (its metadata: model, kind, parameters, threshold, counts)
     index search  --index faces.index (--images QUERIES | --embeddings DIR) -k 5 --out results.csv
                   [--threshold auto|none|COSINE] [--json results.json] [--mmap]
+    build|add|search ... --detector FACE_DETECTOR.ckpt   (photos instead of face crops: see index_inputs)
 
 A gallery is ``<identity>/*.jpg`` folders (the identity is the folder name; see ``index_inputs``);
 queries are any images under a folder. Without ``--images``/``--embeddings``, build uses the
@@ -38,12 +39,14 @@ from typing import Any
 import numpy as np
 
 from backbone.errors import BadInputError
-from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt
+from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt, Share
 from datasets.demo.cache import announce_demo
 from datasets.images import PredictFolder
 from tasks.face_embedding.api import UNKNOWN, FaceSearch, resolve_threshold, threshold_option
+from tasks.face_embedding.face_crops import FaceDetector
 from tasks.face_embedding.index import KINDS, PARAM_RANGES, FaceIndex, HnswDegree, TrainSize, index_params
 from tasks.face_embedding.index_inputs import (
+    embed_detected,
     embed_files,
     embedding_faces,
     gallery_files,
@@ -56,6 +59,8 @@ from tasks.face_embedding.index_lock import DEFAULT_LOCK_TIMEOUT, LockTimeout, w
 from tasks.outputs import check_output_file, ensure_folder, write_json_atomic, write_text_atomic
 
 RESULT_COLUMNS = ("query", "rank", "identity", "path", "similarity")
+DETECTED_COLUMNS = ("face", "box")  # with --detector: which face of the query photo, and where (x1 y1 x2 y2)
+DETECTOR_SCORE = 0.5  # --detector-score: the detector's own score threshold (torchvision's SSD keeps 0.01 and up)
 SHOWN_QUERIES = 20  # rows of the table printed by search
 # The index parameters each option sets, by option name (their ranges: PARAM_RANGES).
 PARAM_OPTIONS = {"hnsw_m": "--hnsw-m", "ef_search": "--ef-search", "nlist": "--nlist", "pq_m": "--pq-m",
@@ -112,7 +117,13 @@ def new_faces(args: argparse.Namespace, model_source: Any, record: dict[str, Any
     keep = [i for i, p in enumerate(files) if (str(p.resolve()), hashes[i]) not in enrolled]
     report_skipped(len(files) - len(keep))
     kept = [files[i] for i in keep]
-    vectors, rows = embed_files(model_source(), folder, kept, record, args.batch_size, args.num_workers, "gallery")
+    if args.detector:  # photos: the largest face of each is the person enrolled
+        detector = FaceDetector.load(args.detector, args.detector_score)
+        vectors, rows, _ = embed_detected(
+            model_source(), detector, folder, kept, record, args.batch_size, args.num_workers, True, "gallery"
+        )
+    else:
+        vectors, rows = embed_files(model_source(), folder, kept, record, args.batch_size, args.num_workers, "gallery")
     chosen = [keep[r] for r in rows]
     return (
         vectors,
@@ -238,6 +249,7 @@ def search(args: argparse.Namespace) -> None:
             face_index.meta["params"][name] = getattr(args, name)
     searcher = FaceSearch(face_index, Path(args.index), threshold, args.ckpt)
     folder = None
+    detected: list[dict[str, Any]] = []  # per query face, with --detector: its number in the photo and box
     if args.embeddings:
         if args.ckpt:  # the model vouched for must be the index's
             searcher.model  # noqa: B018 (loads and checks it)
@@ -245,18 +257,28 @@ def search(args: argparse.Namespace) -> None:
     else:
         folder = Path(args.images) if args.images else demo_folder("queries")
         files = PredictFolder(folder, lambda image: image).files  # every image under the folder, sorted
-        vectors, rows = embed_files(
-            searcher.model, folder, files, face_index.meta["model"], args.batch_size, args.num_workers, "queries"
-        )
+        record, workers = face_index.meta["model"], (args.batch_size, args.num_workers)
+        if args.detector:  # photos: every face found is a query, reported with its box
+            detector = FaceDetector.load(args.detector, args.detector_score)
+            vectors, rows, boxes = embed_detected(
+                searcher.model, detector, folder, files, record, *workers, False, "queries"
+            )
+            faces = {}
+            for r, box in zip(rows, boxes, strict=True):
+                faces[r] = faces.get(r, 0) + 1
+                detected.append({"face": faces[r], "box": " ".join(f"{v:g}" for v in box)})
+        else:
+            vectors, rows = embed_files(searcher.model, folder, files, record, *workers, "queries")
         queries = [str(files[r]) for r in rows]
     answers = searcher.search_embeddings(vectors, args.k)
     rows_out = [
-        {"query": q, "rank": rank, "identity": m.identity, "path": m.path, "similarity": m.similarity}
-        for q, found in zip(queries, answers, strict=True)
+        {"query": q, **face, "rank": rank, "identity": m.identity, "path": m.path, "similarity": m.similarity}
+        for q, face, found in zip(queries, detected or [{}] * len(queries), answers, strict=True)
         for rank, m in enumerate(found, start=1)
     ]
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    columns = (RESULT_COLUMNS[0], *DETECTED_COLUMNS, *RESULT_COLUMNS[1:]) if detected else RESULT_COLUMNS
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({**r, "similarity": f"{r['similarity']:.6f}"} for r in rows_out)
     write_text_atomic(args.out, text.getvalue())
@@ -321,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--pq-m", type=PositiveInt, help="PQ bytes per face, a divisor of the embedding size (16)")
         sub.add_argument("--train-size", type=TrainSize, help="IVF-PQ training faces (default 64 per cluster)")
 
+    def detector_options(sub: argparse.ArgumentParser, use: str) -> None:
+        sub.add_argument("--detector", help=f"a face detector checkpoint (tasks.detection, faces): {use}")
+        sub.add_argument(
+            "--detector-score",
+            type=Share,
+            default=DETECTOR_SCORE,
+            help=f"the detector's score threshold for a face (default {DETECTOR_SCORE})",
+        )
+
     embeddings_help = "predict's embeddings.npy (with paths.txt), or its folder, instead of embedding images"
     b = commands.add_parser("build", help="embed a gallery of <identity>/*.jpg and write a new index")
     b.add_argument("--ckpt", required=True, help="a checkpoint of tasks.face_embedding")
@@ -336,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ef-search", type=PositiveInt, help="HNSW search breadth stored as the default (64)")
     b.add_argument("--nprobe", type=PositiveInt, help="IVF clusters visited per search stored as the default (16)")
     b.add_argument("--refine", type=PositiveInt, help="IVF-PQ candidates re-ranked exactly per match (default 16)")
+    detector_options(b, "the gallery is photos; the largest face of each is enrolled")
     common(b)
     locked(b)
 
@@ -344,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--images", help="a folder of <identity>/*.jpg; with --embeddings: their root")
     a.add_argument("--embeddings", help=embeddings_help)
     a.add_argument("--ckpt", help="the index's model (default: the checkpoint recorded in the index)")
+    detector_options(a, "the images are photos; the largest face of each is enrolled")
     common(a)
     locked(a)
 
@@ -380,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nprobe", type=PositiveInt, help="IVF clusters visited (default: the index's)")
     s.add_argument("--refine", type=PositiveInt, help="IVF-PQ candidates re-ranked per match (default: the index's)")
     s.add_argument("--mmap", action="store_true", help="map the index from disk instead of reading it (large IVF-PQ)")
+    detector_options(s, "the queries are photos; every face found is searched, reported with its box")
     common(s)
     return parser
 
@@ -393,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "add" and not (args.images or args.embeddings):
             raise BadInputError("index add needs --images FOLDER or --embeddings FILE.")
+        if getattr(args, "detector", None) and getattr(args, "embeddings", None):
+            raise BadInputError("--detector finds faces in images; it does not apply to --embeddings.")
         COMMANDS[args.command](args)
     except BadInputError as error:
         print(f"error: {error}", file=sys.stderr)

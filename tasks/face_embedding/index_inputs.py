@@ -14,6 +14,10 @@ without it (older runs) is only accepted with ``--ckpt`` naming the index's mode
 that the embeddings come from that checkpoint. Their identities follow the gallery rule relative
 to ``--images ROOT`` when given, else the image's parent folder name; relative paths are resolved
 against the current folder (as ``predict`` wrote them).
+
+With ``--detector CKPT`` the images are photos, not face crops: a face detector (a
+``tasks.detection`` checkpoint trained on faces, ``face_crops.FaceDetector``) finds the faces,
+and each is cropped and embedded (``embed_detected``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from backbone.checkpoint_reader import file_sha256
 from backbone.errors import BadInputError
 from datasets.face_identities import describe_eval_transform, face_eval_transform, read_embedding_rows
 from datasets.images import PredictFolder, collate_with_info, image_files
+from tasks.face_embedding.face_crops import FaceDetector, FoundFace, face_batch, faces_in_folder
 from tasks.face_embedding.index import FaceIndex
 from tasks.face_embedding.model import FaceEmbedder, embed
 from tasks.face_embedding.module import TASK, load_face_embedder
@@ -203,3 +208,50 @@ def embedding_faces(keys: list[str], root: Path | None) -> tuple[list[int], list
     if not rows:
         raise BadInputError("No embedding names an image in an identity folder; a gallery holds <identity>/*.jpg.")
     return rows, [identities[i] for i in rows], [paths[i] for i in rows]
+
+
+# --- faces in photos (--detector) -----------------------------------------------------------
+Box = tuple[float, float, float, float]
+
+
+def embed_detected(
+    model: FaceEmbedder,
+    detector: FaceDetector,
+    folder: Path,
+    files: list[Path],
+    record: dict[str, Any],
+    batch_size: int,
+    num_workers: int,
+    largest_only: bool,
+    what: str,
+) -> tuple[np.ndarray, list[int], list[Box]]:
+    """Embeddings of the faces ``detector`` finds in ``files`` (photos, not crops), with the position
+    in ``files`` of each face's photo and its box (x1, y1, x2, y2 in photo pixels): the largest face
+    of each photo (``largest_only``: enrolment) or every face (search). Each face is cropped square
+    with a margin at the embedder's resolution (``face_crops.crop_face``) and embedded as a folder
+    of crops would be; photos without a face are reported by name and counted."""
+    size, resolution = int(record["embedding_size"]), int(record["resolution"])
+    found = faces_in_folder(detector, folder, resolution, largest_only, batch_size, num_workers)
+    found.dataset.files = files  # only these (as embed_files)
+    position = {str(p): i for i, p in enumerate(files)}
+    vectors: list[np.ndarray] = []
+    rows: list[int] = []
+    boxes: list[Box] = []
+    pending: list[FoundFace] = []
+
+    def flush() -> None:
+        if pending:
+            crops = face_batch([face.crop for face in pending], resolution)
+            vectors.append(embed(model, crops, record["flip_test"]).float().numpy())
+            rows.extend(position[str(face.path)] for face in pending)
+            boxes.extend(tuple(round(v, 1) for v in face.box) for face in pending)  # type: ignore[misc]
+            pending.clear()
+
+    model.eval()
+    with torch.inference_mode():
+        for face in tqdm(found, desc=f"finding faces in {what}", unit="face"):
+            pending.append(face)
+            if len(pending) == batch_size:
+                flush()
+        flush()
+    return (np.concatenate(vectors) if vectors else np.zeros((0, size), np.float32)), rows, boxes
