@@ -11,7 +11,8 @@ from torch.utils.data import DistributedSampler
 
 from backbone.errors import BadInputError
 from datasets.demo.faces import write_identities, write_lfw
-from datasets.face_identities import PKSampler, identity_images, read_teacher_embeddings, split_heldout
+from datasets.embedding_files import read_teacher_embeddings
+from datasets.face_identities import PKSampler, identity_images, split_heldout
 from datasets.lfw import read_pairs
 
 

@@ -93,7 +93,7 @@ TEACHER_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
 
 @pytest.mark.parametrize("case", list(TEACHER_CASES))
 def test_a_damaged_teacher_embeddings_file_is_named(case: str, tmp_path: Path) -> None:
-    from datasets.face_identities import read_teacher_embeddings
+    from datasets.embedding_files import read_teacher_embeddings
 
     write, pattern = TEACHER_CASES[case]
     path = write(tmp_path)
@@ -117,7 +117,7 @@ def test_teacher_embeddings_of_another_size_are_refused_before_training() -> Non
 
 
 def test_valid_teacher_embeddings_are_read_in_image_order(tmp_path: Path) -> None:
-    from datasets.face_identities import read_teacher_embeddings
+    from datasets.embedding_files import read_teacher_embeddings
 
     path = write_npy(tmp_path, valid_vectors(), EMBEDDING_KEYS)
     (tmp_path / "paths.txt").write_bytes(BOM + (tmp_path / "paths.txt").read_bytes())
@@ -272,6 +272,7 @@ TRIED = {
     "index sidecar": "face index metadata",
     "embeddings record": "embeddings record",
     "stanford dogs": "Stanford Dogs list",
+    "wider face": "WIDER FACE annotation file",  # its damaged lines: tests/test_wider_face.py (malformed, cut, missing)
 }
 
 
@@ -281,10 +282,12 @@ def test_every_declared_format_is_tried_here() -> None:
 
     from datasets.schema import FORMATS
 
-    readers = ["attribute_files", "face_identities", "geo_partition", "geo_photos", "lfw", "stanford_dogs"]
+    readers = ["attribute_files", "embedding_files", "face_identities", "geo_partition", "geo_photos", "lfw"]
+    readers += ["stanford_dogs", "wider_face"]
     for module in [
         *(f"datasets.{name}" for name in readers),
         "tasks.face_embedding.index",
+        "tasks.face_embedding.index_file",
         "tasks.face_embedding.writer",
     ]:
         importlib.import_module(module)

@@ -8,7 +8,7 @@ image whose path and content are both enrolled already (a changed file under the
 the same photo copied elsewhere, is a new face).
 
 Embeddings from ``predict`` (``--embeddings DIR_OR_NPY``: ``embeddings.npy`` + ``paths.txt``, read by
-``datasets.face_identities.read_embedding_rows``) are paired with the index's model: ``predict``
+``datasets.embedding_files.read_embedding_rows``) are paired with the index's model: ``predict``
 writes ``embeddings.json`` with its checkpoint's SHA-256 and ``flip_test``, and a pair written
 without it (older runs) is only accepted with ``--ckpt`` naming the index's model, the user vouching
 that the embeddings come from that checkpoint. Their identities follow the gallery rule relative
@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from backbone.checkpoint_reader import file_sha256
 from backbone.errors import BadInputError
-from datasets.face_identities import describe_eval_transform, face_eval_transform, read_embedding_rows
+from datasets.embedding_files import read_embedding_rows
+from datasets.face_identities import describe_eval_transform, face_eval_transform
 from datasets.images import PredictFolder, collate_with_info, image_files
 from tasks.face_embedding.face_crops import FaceDetector, FoundFace, face_batch, faces_in_folder
 from tasks.face_embedding.index import FaceIndex
