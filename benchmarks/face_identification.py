@@ -123,7 +123,7 @@ SECTION = register(
             Option("--face-id-set", "second", quick="demo", help="the generated face set: second or demo"),
             Option("--face-id-width", 0.5, quick=0.25, type=float, help="backbone width"),
             Option("--face-id-resolution", 96, quick=32, type=int, help="input resolution"),
-            Option("--face-id-time", "00:00:04:00", quick="00:00:00:10", help="training time (DD:HH:MM:SS)"),
+            Option("--face-id-time", "00:00:04:00", quick="00:00:00:05", help="training time (DD:HH:MM:SS)"),
             Option("--face-id-args", "", quick="--data.num_workers 0", help="further fit options, space-separated"),
         ),
     )

@@ -150,3 +150,32 @@ def test_options_take_the_preset_unless_given() -> None:
     assert {"backbone", "detection"} <= set(SECTIONS)
     with pytest.raises(ValueError, match="already registered"):
         register(Section("backbone", SECTIONS["backbone"].run))
+
+
+def test_quick_face_identification_section(capsys: pytest.CaptureFixture[str], keep_threads: None) -> None:
+    """The face_id section: a short fit tested on the demo's LFW pairs, printed beside 6x6 thumbnails."""
+    results = main(["--quick", "--section", "face_id"])["face_id"]
+    printed = capsys.readouterr().out
+    assert "| test metric | model | 6x6 thumbnails | target | met |" in printed
+    for name in ("lfw_accuracy", "identification_top1"):
+        assert 0 <= results["test"][name] <= 1 and 0 <= results["baseline"][name] <= 1
+        assert any(line.startswith(f"| {name} |") for line in printed.splitlines())
+    assert results["targets"]["lfw_accuracy"] == pytest.approx(results["baseline"]["lfw_accuracy"] + 0.10)
+
+
+def test_thumbnail_baseline_is_cosine_of_6x6_thumbnails(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.face_identification import thumbnail_embeddings
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 30, 30, 3), dtype=np.uint8)
+    paths = []
+    for number, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"{number}.png")
+        paths.append(tmp_path / f"{number}.png")
+    vectors = thumbnail_embeddings(paths)
+    # a 6 x 6 area average of a 30 x 30 image: the mean of each 5 x 5 block
+    expected = pixels.reshape(2, 6, 5, 6, 5, 3).mean((2, 4)).reshape(2, -1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, expected, atol=2e-3)

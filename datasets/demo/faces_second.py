@@ -8,9 +8,9 @@
 
 The people are drawn by the demo's face model (``datasets.demo.faces``), but every photo carries
 nuisance the demo does not have, of the kinds the issue that asked for it names: a stronger pose
-(in-plane rotation up to 30 degrees, off-centre framing, zoom 0.85-1.3, a horizontal squash that
-mimics a turned head), lighting that falls off across the face, strong per-channel colour casts,
-and, on 40% of photos, an occluder (dark glasses, a scarf over the mouth, or a hand-sized blob).
+(in-plane rotation up to 20 degrees, off-centre framing, zoom 0.9-1.2, a horizontal squash that
+mimics a turned head), lighting that falls off across the face, per-channel colour casts of up to
+15%, and, on 30% of photos, an occluder (dark glasses, a scarf over the mouth, or a hand-sized blob).
 Photos are stored at 112 px (the demo: 96).
 """
 
@@ -26,7 +26,7 @@ from datasets.demo.faces import Face, draw_photo, write_identities, write_lfw
 SECOND_SIZE = 112
 SECOND_IDENTITIES, SECOND_PHOTOS = 200, 10
 SECOND_LFW = {"sets": 10, "pairs_per_set": 30, "people_per_set": 3, "photos": 6, "different_photos": 6}
-OCCLUDED_SHARE = 0.4
+OCCLUDED_SHARE = 0.3
 
 
 def _occlude(image: Image.Image, rng: np.random.Generator) -> None:
@@ -51,8 +51,8 @@ def draw_second_photo(face: Face, rng: np.random.Generator, size: int = SECOND_S
     """One photo of ``face`` with the second set's nuisance (see the module docstring)."""
     base = Image.fromarray(draw_photo(face, rng, size))
     # pose: a turned head (horizontal squash), zoom, rotation and off-centre framing, one affine map
-    angle = np.radians(rng.uniform(-30, 30))
-    zoom, squash = rng.uniform(0.85, 1.3), rng.uniform(0.75, 1.0)
+    angle = np.radians(rng.uniform(-20, 20))
+    zoom, squash = rng.uniform(0.9, 1.2), rng.uniform(0.8, 1.0)
     shift = rng.normal(0, 0.07, 2) * size
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
     # PIL's affine maps output -> input pixels: [[a, b, c], [d, e, f]]
@@ -69,8 +69,8 @@ def draw_second_photo(face: Face, rng: np.random.Generator, size: int = SECOND_S
     direction = rng.normal(size=2)
     direction /= np.linalg.norm(direction)
     ys, xs = np.mgrid[0:size, 0:size] / size - 0.5
-    light = 1.0 + rng.uniform(0.2, 0.7) * (xs * direction[0] + ys * direction[1])
-    cast = rng.uniform(0.6, 1.4, 3)
+    light = 1.0 + rng.uniform(0.1, 0.4) * (xs * direction[0] + ys * direction[1])
+    cast = rng.uniform(0.85, 1.15, 3)
     pixels = pixels * light[..., None] * cast + rng.normal(0, 8, pixels.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
