@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -49,16 +50,24 @@ def calibrated_checkpoint(
     return path
 
 
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("gallery")
-    write_identities(root, identities=4, photos=3, seed=5, size=RES)
-    return root
+def face_gallery_fixtures() -> tuple[Any, Any]:
+    """The module fixtures ``gallery`` (4 identities x 3 photos) and ``ckpt`` (its calibrated checkpoint),
+    for each index test module that assigns them at module level."""
+
+    @pytest.fixture(scope="module")
+    def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp("gallery")
+        write_identities(root, identities=4, photos=3, seed=5, size=RES)
+        return root
+
+    @pytest.fixture(scope="module")
+    def ckpt(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return calibrated_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt", gallery, seed=0)
+
+    return gallery, ckpt
 
 
-@pytest.fixture(scope="module")
-def ckpt(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return calibrated_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt", gallery, seed=0)
+gallery, ckpt = face_gallery_fixtures()
 
 
 def run(*args: str) -> None:

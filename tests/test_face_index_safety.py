@@ -14,28 +14,17 @@ import pytest
 from PIL import Image
 
 from backbone.errors import BadInputError
-from datasets.demo.faces import write_identities
 from tasks.face_embedding import index_file
 from tasks.face_embedding.api import FaceSearch
 from tasks.face_embedding.index import FaceIndex, index_params
 from tasks.face_embedding.index_file import read_raw_metadata, replace_raw_metadata
 from tasks.face_embedding.index_lock import writer_lock
 from tasks.face_embedding.writer import embeddings_record, write_embeddings
-from tests.test_face_index import RES, calibrated_checkpoint, read_rows, run
+from tests.test_face_index import calibrated_checkpoint, face_gallery_fixtures, read_rows, run
+
+gallery, ckpt = face_gallery_fixtures()  # the gallery and its calibrated checkpoint, as test_face_index's
 
 MODEL = {"embedding_size": 32, "checkpoint": "m.ckpt", "sha256": "0" * 64, "resolution": 32, "flip_test": True}
-
-
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("gallery")
-    write_identities(root, identities=4, photos=3, seed=5, size=RES)
-    return root
-
-
-@pytest.fixture(scope="module")
-def ckpt(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return calibrated_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt", gallery, seed=0)
 
 
 def unit_vectors(count: int, d: int = 32, seed: int = 0) -> np.ndarray:

@@ -242,16 +242,6 @@ class FolderFaces:
             )
 
 
-def faces_in_folder(
-    detector: FaceDetector,
-    folder: Path,
-    resolution: int,
-    largest_only: bool,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    margin: float = DEFAULT_MARGIN,
-) -> FolderFaces:
-    """Every face in every photo under ``folder`` (recursively), cropped for an embedder of
-    ``resolution``: the largest of each photo (``largest_only``: enrolment) or all of them
-    (search). Photos without a face are reported by name and counted (``FolderFaces.no_face``)."""
-    return FolderFaces(detector, Path(folder), resolution, largest_only, batch_size, num_workers, margin)
+# Every face in every photo under a folder (recursively), cropped for an embedder of ``resolution``:
+# the largest of each photo (``largest_only``: enrolment) or all of them (search).
+faces_in_folder = FolderFaces
