@@ -217,9 +217,8 @@ class FaceEmbeddingModule(TaskModule):
         hp = self.hparams
         if self.margin_loss is None:
             return triplet_semihard_loss(embeddings, labels, hp.margin)
-        target = hp.softmax_margin
         ramp = min(1.0, self.global_step / hp.margin_warmup_steps) if hp.margin_warmup_steps else 1.0
-        set_margin(self.margin_loss, target * ramp)
+        set_margin(self.margin_loss, hp.softmax_margin * ramp)
         return self.margin_loss(embeddings.float(), labels)
 
     def setup(self, stage: str) -> None:
