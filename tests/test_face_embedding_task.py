@@ -186,3 +186,16 @@ def test_ddp_fit_splits_the_pk_batches(faces: tuple[Path, Path], tmp_path: Path)
     FACE_EMBEDDING.main(["fit", *args])
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     assert set(read_metrics(tmp_path)["metrics"]) >= VAL_METRICS
+
+
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).parents[1] / "configs" / "face_embedding").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_configs_parse(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every recipe is valid for the CLI (--print_config: checked, nothing built), with the loss it states."""
+    with pytest.raises(SystemExit) as exit_info:
+        FACE_EMBEDDING.main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]
+    stated = yaml.safe_load(config.read_text())["model"]
+    assert printed["loss"] == stated.get("loss", "triplet") and printed["embedding_size"] == 128
