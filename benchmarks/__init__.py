@@ -45,6 +45,7 @@ Adding a section (for example ``geolocation``):
 
 # Importing a section module registers it; ``--section all`` runs them in this (alphabetical) order.
 from benchmarks import backbone as backbone
+from benchmarks import data as data
 from benchmarks import deploy as deploy
 from benchmarks import detection as detection
 from benchmarks import face_identification as face_identification

@@ -164,7 +164,7 @@ def test_datamodule_on_a_root_and_its_errors(tiny: Path, tmp_path_factory: pytes
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
     assert images.shape == (3, 3, 64, 64) and len(targets) == 3
-    assert sorted(info["id"] for info in dm.val_ground_truth["images"]) == [11, 12, 13, 14]
+    assert sorted(info["id"] for info in dm.val_ground_truth()["images"]) == [11, 12, 13, 14]
     # Under DDP the eval loader visits every image exactly once across ranks.
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1)  # type: ignore[assignment]
     sampler = dm.val_dataloader().sampler

@@ -148,7 +148,7 @@ def test_ground_truth_fed_back_as_predictions_scores_1(with_area: bool, coco: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = CocoDataModule(str(coco), resolution=RESOLUTION, num_workers=0)
-        ground_truth = data.val_ground_truth
+        ground_truth = data.val_ground_truth()
     annotations = {ann["id"]: ann for ann in ground_truth["annotations"]}
     assert sorted(annotations) == [94, 95, 1001, 1002, 1003]
     assert annotations[94]["bbox"] == [70.0, 50.0, 26.0, 30.0]

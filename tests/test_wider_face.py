@@ -61,8 +61,8 @@ def test_coco_dict_ignores_invalid_faces_and_drops_boxes_without_extent(tmp_path
     assert [a["iscrowd"] for a in data["annotations"]] == [0, 1, 0, 0]  # invalid = 1 -> an ignore region
     dataset = CocoDetection(tmp_path / "WIDER_val" / "images", path, 64, annotation_data=data)
     assert (dataset.n_crowd, dataset.n_dropped) == (1, 1)  # the 0-wide box is dropped, the invalid one ignored
-    assert [len(labels) for _, labels in dataset.targets] == [1, 0, 1]
-    assert len(dataset.ground_truth["annotations"]) == 3  # the ignore region stays for the evaluator
+    assert [len(dataset.split.targets(i)[1]) for i in range(len(dataset))] == [1, 0, 1]
+    assert len(dataset.ground_truth()["annotations"]) == 3  # the ignore region stays for the evaluator
 
 
 def test_a_file_without_the_line_of_zeros_is_read(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_the_data_module_reads_the_wider_face_layout(tmp_path: Path) -> None:
     assert (len(data.dataset("train")), len(data.dataset("val"))) == (4, 3)
     images, targets = next(iter(data.train_dataloader()))
     assert images.shape == (2, 3, 64, 64) and all((t["labels"] == 1).all() for t in targets)
-    assert data.val_ground_truth["categories"][0]["name"] == "face"
+    assert data.val_ground_truth()["categories"][0]["name"] == "face"
     # the layout names its own files when one is missing
     with pytest.raises(BadInputError, match=r"The WIDER FACE file .*wider_face_val_bbx_gt\.txt' is missing"):
         CocoDataModule(str(tmp_path / "WIDER_train"), layout="wider_face")

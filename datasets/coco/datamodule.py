@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
 from backbone.ranges import NonNegativeInt, PositiveInt, Resolution
 from datasets.base import OutputNames, TaskDataModule
-from datasets.coco.annotations import read_annotation_json
+from datasets.coco.annotations import INSTANCES
 from datasets.coco.dataset import CocoDetection, collate_detection, predict_transform
 from datasets.coco.image_info import CocoImageInfo
 from datasets.coco.transforms import (
@@ -27,6 +28,7 @@ from datasets.coco.transforms import (
 )
 from datasets.demo.coco import ensure_demo_coco
 from datasets.demo.wider_face import ensure_demo_wider_face
+from datasets.json_columns import Columns, columns_from_records, read_columns
 from datasets.wider_face import to_coco
 
 Target = dict[str, Any]
@@ -37,7 +39,8 @@ LayoutName = Literal["coco", "wider_face"]
 class Layout:
     """A public detection layout: what ``--data.root`` holds, its file names, its reader and its demo.
 
-    ``read(annotation file, image folder)`` returns the split as a checked COCO instances dict.
+    ``read(annotation file, image folder)`` returns the split's checked COCO instances tables as
+    columns (``datasets.json_columns``).
     """
 
     kind: str  # names the files in sentences ("The COCO file ... is missing")
@@ -46,7 +49,7 @@ class Layout:
     train_images: str
     val_ann: str
     val_images: str
-    read: Callable[[Path, Path], dict[str, Any]]
+    read: Callable[[Path, Path], dict[str, Columns]]
     demo: Callable[[], Path]
 
 
@@ -58,7 +61,7 @@ LAYOUTS: dict[str, Layout] = {
         "train2017",
         "annotations/instances_val2017.json",
         "val2017",
-        lambda annotations, images: read_annotation_json(annotations),
+        lambda annotations, images: read_columns(INSTANCES, annotations),
         ensure_demo_coco,
     ),
     "wider_face": Layout(
@@ -68,7 +71,7 @@ LAYOUTS: dict[str, Layout] = {
         "WIDER_train/images",
         "wider_face_split/wider_face_val_bbx_gt.txt",
         "WIDER_val/images",
-        to_coco,
+        lambda annotations, images: columns_from_records(INSTANCES, to_coco(annotations, images)),
         ensure_demo_wider_face,
     ),
 }
@@ -149,10 +152,11 @@ class CocoDataModule(TaskDataModule):
         self.augment = augment
         # The val file is small (25 MB for COCO) and defines the label order for both splits;
         # read once here so num_classes is known when the CLI links it into the model.
-        self._val_json = files.read(self.val_annotations, self.val_images)
-        categories = sorted(self._val_json["categories"], key=lambda c: int(c["id"]))
-        self.category_ids: list[int] = [int(c["id"]) for c in categories]
-        self.category_names: list[str] = [str(c["name"]) for c in categories]
+        self._val_tables = files.read(self.val_annotations, self.val_images)
+        categories = self._val_tables["categories"]
+        order = np.argsort(categories["id"], kind="stable")
+        self.category_ids: list[int] = categories["id"][order].tolist()
+        self.category_names: list[str] = [categories["name"][int(i)] for i in order]
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
 
     def demo_root(self) -> Path:
@@ -164,9 +168,10 @@ class CocoDataModule(TaskDataModule):
         return len(self.category_ids) + 1
 
     @property
-    def val_ground_truth(self) -> dict[str, Any]:
-        """The val split's annotation dict with its cleaned annotations: the ground truth the
-        evaluator indexes (once, with the library that scores it) and scores against."""
+    def val_ground_truth(self) -> Callable[[], dict[str, Any]]:
+        """The val split's ground truth, as a call that builds its annotation dict (the cleaned
+        annotations): the evaluator calls it on the rank that scores, indexes it once with the
+        library that scores it, and scores against it. The same object on every access."""
         dataset = self.dataset("val")
         assert isinstance(dataset, CocoDetection)
         return dataset.ground_truth
@@ -197,7 +202,7 @@ class CocoDataModule(TaskDataModule):
 
     def val_dataset(self) -> Dataset:
         return CocoDetection(
-            self.val_images, self.val_annotations, self.resolution, "none", self.category_ids, self._val_json
+            self.val_images, self.val_annotations, self.resolution, "none", self.category_ids, self._val_tables
         )
 
     def predict_dataset(self) -> Dataset:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
-from datasets.coco.annotations import clean_boxes, read_annotation_json
+from datasets.coco.annotations import INSTANCES
+from datasets.coco.compact import compact_split
 from datasets.coco.transforms import (
     AugmentPolicy,
     detection_transform,
@@ -25,6 +26,7 @@ from datasets.coco.transforms import (
     to_tensor,
 )
 from datasets.images import read_rgb_array
+from datasets.json_columns import Columns, columns_from_records, read_columns
 
 Target = dict[str, Any]
 
@@ -33,7 +35,8 @@ Target = dict[str, Any]
 # Datasets
 # --------------------------------------------------------------------------------------------
 class CocoDetection(Dataset[tuple[Tensor, Target]]):
-    """A COCO-format detection split: ``image_dir`` + its instances JSON (``read_annotation_json``).
+    """A COCO-format detection split: ``image_dir`` + its instances JSON, held as flat arrays
+    (``datasets.coco.compact``) read straight from the file (``datasets.json_columns``).
 
     Args:
         image_dir: folder holding the images named by ``file_name``.
@@ -43,11 +46,12 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         category_ids: the category ids in label order (label = index + 1); defaults to this
             file's categories sorted by id. The data module passes the val file's list to both
             splits so train and val agree on the labels.
-        annotation_data: the file's content when the caller has already read it (the data
-            module reads the val file once, for the labels).
+        annotation_data: the file's content when the caller has already read it: its columns
+            (``read_columns(INSTANCES, ...)``; the data module reads the val file once, for the
+            labels) or a checked instances dict (WIDER FACE's reader gives one).
 
-    ``ground_truth`` is the split's annotation dict with the cleaned annotations (what the
-    evaluator scores against); ``images`` maps an image id to its record.
+    ``split`` holds the images and the cleaned targets; ``ground_truth()`` builds the annotation
+    dict the evaluator scores against.
     """
 
     def __init__(
@@ -57,75 +61,57 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         resolution: int = 300,
         augment: AugmentPolicy = "none",
         category_ids: Sequence[int] | None = None,
-        annotation_data: dict[str, Any] | None = None,
+        annotation_data: Mapping[str, Any] | None = None,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.resolution = int(resolution)
         if self.resolution < 32:
             raise BadInputError(f"The resolution {resolution} is too small; expected at least 32 pixels.")
-        data = annotation_data if annotation_data is not None else read_annotation_json(self.annotation_file)
-        self.images: dict[int, dict[str, Any]] = {int(info["id"]): info for info in data["images"]}
-        names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-        if category_ids is None:
-            category_ids = sorted(names)
-        self.category_ids: list[int] = [int(c) for c in category_ids]
-        self.category_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
+        if annotation_data is None:
+            tables = read_columns(INSTANCES, self.annotation_file)
+        elif isinstance(next(iter(annotation_data.values()), None), Columns):
+            tables = annotation_data  # already columns (the data module's reader)
+        else:  # a checked instances dict (datasets.wider_face.to_coco, tests)
+            tables = columns_from_records(INSTANCES, annotation_data)
+        # The file's own references were checked on reading; compact_split checks the split
+        # against the labels (the val file's categories, which the data module passes to both).
+        self.split = compact_split(tables, category_ids, self.annotation_file)
+        del tables
+        self.category_ids: list[int] = list(self.split.category_ids)
+        self.category_names: list[str] = list(self.split.category_names)
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
-        self.category_names: list[str] = [names.get(cid, str(cid)) for cid in self.category_ids]
-
-        # The file's own references were checked on reading; this is the split against the labels
-        # (the val file's categories, which the data module passes to both splits).
-        unknown = {int(a["category_id"]) for a in data["annotations"]} - set(self.category_to_label)
-        if unknown:
-            raise BadInputError(
-                f"The annotation file {str(self.annotation_file)!r} uses category ids {sorted(unknown)[:10]} "
-                f"that are not in the category list {self.category_ids[:10]}...; expected every id to be listed."
-            )
+        self.category_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         if not self.image_dir.is_dir():
             raise BadInputError(
                 f"The image folder {str(self.image_dir)!r} does not exist; expected the split's images."
             )
         # One listdir instead of 118k stat calls: a missing file is reported at once, by name.
         present = set(os.listdir(self.image_dir))
-        self.image_ids: list[int] = sorted(self.images)
-        for image_id in self.image_ids:
-            name = self.images[image_id]["file_name"]
+        for index in range(len(self.split)):
+            name = self.split.file_names[index]
             if name not in present and not (self.image_dir / name).is_file():
                 raise BadInputError(
                     f"The image file {str(self.image_dir / name)!r} listed in {str(self.annotation_file)!r} "
                     "does not exist; expected every listed image in the image folder."
                 )
-        by_image: dict[int, list[dict[str, Any]]] = {}
-        for ann in data["annotations"]:  # every image_id names a listed image (checked on reading)
-            by_image.setdefault(int(ann["image_id"]), []).append(ann)
-        # Clean every image's targets once, here, so the count is reported once per dataset, and
-        # keep the cleaned annotations: evaluation scores against what training was shown.
-        self.targets: list[tuple[np.ndarray, np.ndarray]] = []
-        kept_annotations: list[dict[str, Any]] = []
-        n_crowd = n_clipped = n_dropped = 0
-        for image_id in self.image_ids:
-            info = self.images[image_id]
-            boxes, labels, kept, c, k, d = clean_boxes(
-                by_image.get(image_id, []), float(info["width"]), float(info["height"]), self.category_to_label
-            )
-            self.targets.append((boxes, labels))
-            kept_annotations += kept
-            n_crowd, n_clipped, n_dropped = n_crowd + c, n_clipped + k, n_dropped + d
-        self.n_crowd, self.n_clipped, self.n_dropped = n_crowd, n_clipped, n_dropped
-        # The ground truth of this split as evaluation scores it: the file's dict with the cleaned
-        # annotations. It is indexed once, by the evaluator (tasks.detection.evaluation), with the
-        # library that scores it; the data side keeps no index of its own.
-        self.ground_truth: dict[str, Any] = {**data, "annotations": kept_annotations}
-        if n_clipped or n_dropped:
+        del present
+        self.n_crowd, self.n_clipped, self.n_dropped = self.split.n_crowd, self.split.n_clipped, self.split.n_dropped
+        if self.n_clipped or self.n_dropped:
             rank_zero_warn(
-                f"{self.annotation_file}: dropped {n_dropped} degenerate boxes (no width/height or outside the image) "
-                f"and clipped {n_clipped} boxes to their image."
+                f"{self.annotation_file}: dropped {self.n_dropped} degenerate boxes (no width/height or outside the "
+                f"image) and clipped {self.n_clipped} boxes to their image."
             )
         self.transform = detection_transform(self.resolution, augment)
         # Seeded from the run's seed: augmenting in the main process (--data.num_workers 0) then
         # repeats from run to run; DataLoader workers re-seed it (worker_init).
         seed_augmentation(self.transform)
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The ground truth of this split as evaluation scores it: its images, the cleaned
+        annotations and the categories (``CompactSplit.ground_truth``). Built when called, so only
+        the rank that scores holds it; the evaluator indexes it once with the library that scores."""
+        return self.split.ground_truth()
 
     @property
     def num_classes(self) -> int:
@@ -133,20 +119,21 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         return len(self.category_ids) + 1
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self.split)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        image_id = self.image_ids[index]
-        info = self.images[image_id]
-        path = self.image_dir / info["file_name"]
+        split = self.split
+        image_id = int(split.image_ids[index])
+        path = self.image_dir / split.file_names[index]
         image = read_rgb_array(path)
         orig_h, orig_w = image.shape[:2]
-        if (orig_w, orig_h) != (int(info["width"]), int(info["height"])):
+        width, height = int(split.widths[index]), int(split.heights[index])
+        if (orig_w, orig_h) != (width, height):
             raise BadInputError(
                 f"The image file {str(path)!r} is {orig_w}x{orig_h} pixels but {str(self.annotation_file)!r} says "
-                f"{info['width']}x{info['height']}; boxes refer to the stored pixels, so the two must agree."
+                f"{width}x{height}; boxes refer to the stored pixels, so the two must agree."
             )
-        boxes, labels = self.targets[index]
+        boxes, labels = split.targets(index)
         if self.transform is not None:
             out = self.transform(image=image, bboxes=boxes, labels=labels)
             image, boxes, labels = out["image"], np.asarray(out["bboxes"]), np.asarray(out["labels"])

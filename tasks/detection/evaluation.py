@@ -64,7 +64,10 @@ STAT_NAMES: tuple[str, ...] = (
 
 
 def _gt_dataset(coco_gt: Any) -> dict[str, Any]:
-    """The ground-truth annotation dict from a COCO object (either library), a dict or a path."""
+    """The ground-truth annotation dict from a COCO object (either library), a dict, a path, or a
+    call that builds the dict (``CocoDataModule.val_ground_truth``: built only where it is scored)."""
+    if callable(coco_gt) and not hasattr(coco_gt, "dataset"):
+        coco_gt = coco_gt()
     if isinstance(coco_gt, Mapping):
         return dict(coco_gt)
     if isinstance(coco_gt, (str, os.PathLike)):
@@ -257,8 +260,9 @@ class CocoEvaluator:
     """Accumulates detections over an epoch and returns the 12 COCO stats (see module docstring).
 
     Args:
-        coco_gt: the ground truth: an annotation dict (``CocoDataModule.val_ground_truth``), a
-            ``COCO`` index of the backend's library, or a path; indexed once, on first compute.
+        coco_gt: the ground truth: a call building the annotation dict
+            (``CocoDataModule.val_ground_truth``), an annotation dict, a ``COCO`` index of the
+            backend's library, or a path; built and indexed once, on rank 0's first compute.
         label_to_category_id: contiguous label (1..K) -> COCO category id
             (``CocoDataModule.label_to_category_id``); a sequence means label i+1 -> seq[i].
         backend: "auto", "faster" or "pycocotools".

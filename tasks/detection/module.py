@@ -79,7 +79,7 @@ class DetectionData(Protocol):
     """What the detection module reads from its data module (``CocoDataModule`` provides it)."""
 
     @property
-    def val_ground_truth(self) -> Any: ...  # the evaluated split's annotation dict (cleaned)
+    def val_ground_truth(self) -> Any: ...  # builds the evaluated split's annotation dict (cleaned)
 
     label_to_category_id: Mapping[int, int]  # contiguous label 1..K -> category id
     category_names: Sequence[str]  # label k's name at index k - 1
@@ -287,10 +287,12 @@ class DetectionModule(DetectionDeploy, TaskModule):
     def _start_evaluation(self) -> None:
         data = self.data()
         ground_truth = data.val_ground_truth
-        if self.evaluator is None or self._evaluator_source != id(ground_truth):
+        # the split behind it (a bound method is a new object on every access)
+        source = id(getattr(ground_truth, "__self__", ground_truth))
+        if self.evaluator is None or self._evaluator_source != source:
             # Built once and kept: it indexes the ground truth once per run, with its backend.
             self.evaluator = CocoEvaluator(ground_truth, data.label_to_category_id, backend=self.eval_backend)
-            self._evaluator_source = id(ground_truth)
+            self._evaluator_source = source
         self.evaluator.reset()
 
     def on_validation_start(self) -> None:

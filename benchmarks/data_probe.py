@@ -1,0 +1,116 @@
+"""``python -m benchmarks.data_probe KIND ANNOTATIONS IMAGES BATCHES WORKERS``: one data set-up, measured
+in a fresh process (so each kind starts from the same empty interpreter), printed as one JSON line.
+
+KIND ``compact`` is the project's ``CocoDetection`` (flat arrays); ``dicts`` is the anchor: the
+way the data module held a split before (the parsed JSON, a record dict per image, a target
+tuple per image, the ground-truth dict), kept here so the ratio is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datasets.coco.annotations import clean_boxes, read_annotation_json
+from datasets.coco.dataset import CocoDetection, collate_detection
+from datasets.coco.transforms import finalize_boxes, resize_only, to_tensor, worker_init
+from datasets.images import read_rgb_array
+
+RESOLUTION = 64  # the data path's cost, not the model's: tiny inputs
+
+
+def pss_gb(pid: int | str = "self") -> float:
+    """Proportional set size of a process (shared pages split between their users), in GB."""
+    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of ``pid`` (the DataLoader's workers)."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+            found += [int(p) for p in handle.read().split()]
+    return found
+
+
+class DictReference(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
+    """The anchor: a split held as Python objects, as the data module held it before compact arrays."""
+
+    def __init__(self, image_dir: Path, annotation_file: Path) -> None:
+        data = read_annotation_json(annotation_file)
+        self.image_dir = image_dir
+        self.images = {int(info["id"]): info for info in data["images"]}
+        to_label = {int(c["id"]): i + 1 for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+        present = set(os.listdir(image_dir))
+        self.image_ids = sorted(self.images)
+        assert all(self.images[i]["file_name"] in present for i in self.image_ids)
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for ann in data["annotations"]:
+            by_image.setdefault(int(ann["image_id"]), []).append(ann)
+        self.targets, kept_all = [], []
+        for image_id in self.image_ids:
+            info = self.images[image_id]
+            boxes, labels, kept, *_ = clean_boxes(by_image.get(image_id, []), info["width"], info["height"], to_label)
+            self.targets.append((boxes, labels))
+            kept_all += kept
+        self.ground_truth = {**data, "annotations": kept_all}
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        info = self.images[self.image_ids[index]]
+        image = read_rgb_array(self.image_dir / info["file_name"])
+        boxes, labels = self.targets[index]
+        image, boxes = resize_only(image, boxes, RESOLUTION)
+        box_tensor, label_tensor = finalize_boxes(boxes, labels, *image.shape[:2])
+        return to_tensor(image), {"boxes": box_tensor, "labels": label_tensor, "image_id": info["id"]}
+
+
+def probe(kind: str, annotations: Path, images: Path, batches: int, workers: int) -> dict[str, Any]:
+    import gc
+
+    start = time.perf_counter()
+    if kind == "compact":
+        dataset: Dataset = CocoDetection(images, annotations, RESOLUTION, "none")
+    else:
+        dataset = DictReference(images, annotations)
+    gc.collect()
+    result: dict[str, Any] = {"kind": kind, "setup_s": time.perf_counter() - start, "pss_main_gb": pss_gb()}
+    if batches:
+        loader = DataLoader(
+            dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate_detection,
+            worker_init_fn=worker_init, persistent_workers=True,
+        )  # fmt: skip
+        iterator = iter(loader)
+        next(iterator)
+        time.sleep(0.5)  # let every worker start its first batch
+        me = os.getpid()
+        result["pss_all_start_gb"] = pss_gb() + sum(pss_gb(p) for p in children(me))
+        for _ in range(batches - 1):
+            try:
+                next(iterator)
+            except StopIteration:
+                iterator = iter(loader)
+        result["pss_all_end_gb"] = pss_gb() + sum(pss_gb(p) for p in children(me))
+        result["workers"] = len(children(me))
+    return result
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    np.seterr(all="ignore")
+    kind, annotations, images, batches, workers = sys.argv[1:6]
+    print(json.dumps(probe(kind, Path(annotations), Path(images), int(batches), int(workers))))
