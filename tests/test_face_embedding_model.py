@@ -10,7 +10,7 @@ from scipy.interpolate import interp1d
 from sklearn.metrics import roc_curve
 from sklearn.model_selection import KFold
 
-from tasks.face_embedding import metrics
+from tasks.face_embedding import metrics, pairs
 from tasks.face_embedding.losses import distillation_loss, triplet_semihard_loss
 from tasks.face_embedding.model import FaceEmbedder
 
@@ -150,7 +150,7 @@ def test_threshold_search_where_scipy_interp1d_fails() -> None:
 
 @pytest.mark.parametrize(("far", "block"), [(1e-4, 4_000_000), (1e-2, 500), (0.05, 97)])
 def test_tar_at_far_matches_sklearn_roc(far: float, block: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "PAIR_BLOCK", block)  # also exercise the chunked path
+    monkeypatch.setattr(pairs, "PAIR_BLOCK", block)  # also exercise the chunked path
     rng = np.random.default_rng(3)
     labels = np.repeat(np.arange(30), 5)
     centres = rng.normal(size=(30, 16))

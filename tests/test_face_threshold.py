@@ -32,9 +32,9 @@ def brute_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("far", [1e-3, 1e-2, 0.1])
 def test_calibration_is_the_lowest_threshold_within_the_far(far: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.face_embedding.threshold as threshold
+    import tasks.face_embedding.pairs as pairs
 
-    monkeypatch.setattr(threshold, "PAIR_BLOCK", 5000)  # several blocks: the running top-k is exercised
+    monkeypatch.setattr(pairs, "PAIR_BLOCK", 5000)  # several blocks: the running top-k is exercised
     x, y = unit_vectors(150, 8, 12)
     same, different = brute_pairs(x, y)
     found = calibrate(x, y, far)

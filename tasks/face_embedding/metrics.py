@@ -32,13 +32,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from tasks.face_embedding.pairs import TAR_FAR, keep_for, pair_counts, rates, scan_pairs, threshold_at
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)  # facenet lfw.evaluate
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 VAL_FAR = 1e-3
-TAR_FAR = 1e-4
-PAIR_BLOCK = 4_000_000  # distances computed at a time in tar_at_far (32 MB of float64)
 
 
 def pair_distances(embeddings: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -173,6 +172,7 @@ def score_embedded(
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
     heldout_images: np.ndarray,
     heldout_labels: np.ndarray,
+    tar: float | None = None,
 ) -> PartialScores:
     """Score what was embedded (see ``PartialScores``); with every image embedded it is the full protocol.
 
@@ -183,6 +183,8 @@ def score_embedded(
         pairs: ``(first, second, same, fold)`` of ``pairs.txt`` (indices into ``lfw_images``).
         heldout_images: the rows of the images with an identity (held-out identities, LFW's people);
             ``heldout_labels`` their identity: ``tar_at_far_1e-4`` and ``identification_top1`` over them.
+        tar: ``tar_at_far_1e-4`` when the caller has it already (the module scans the pairs spread
+            over every rank, ``pairs.spread_scan``); None computes it here.
     """
     metrics: dict[str, float] = {}
     result, pairs_scored, pairs_total, folds_scored, folds_total = None, 0, 0, 0, 0
@@ -202,7 +204,9 @@ def score_embedded(
     held = heldout_images[embedded[heldout_images]]
     if len(heldout_images):
         labels = np.asarray(heldout_labels)[embedded[heldout_images]]
-        metrics["tar_at_far_1e-4"] = tar_at_far(embeddings[held], labels) if len(held) else float("nan")
+        if tar is None:
+            tar = tar_at_far(embeddings[held], labels) if len(held) else float("nan")
+        metrics["tar_at_far_1e-4"] = tar
         metrics["identification_top1"] = identification_top1(embeddings[held], labels)
     return PartialScores(
         metrics, result, pairs_scored, pairs_total, folds_scored, folds_total, len(held), len(heldout_images)
@@ -230,31 +234,15 @@ def identification_top1(embeddings: np.ndarray, labels: np.ndarray, block: int =
 
 
 def tar_at_far(embeddings: np.ndarray, labels: np.ndarray, far: float = TAR_FAR) -> float:
-    """Over all pairs i < j: the largest TAR with FAR <= ``far``, accepting ``distance < threshold``.
+    """Over all pairs i < j of unit embeddings: the largest TAR with FAR <= ``far``.
 
-    With ``n`` negative pairs at most ``k = floor(far * n)`` may be accepted, so the threshold is
-    the (k+1)-th smallest negative distance; only the k+1 smallest of each chunk are kept.
+    With ``n`` negative pairs at most ``k = floor(far * n)`` may be accepted, so a pair is accepted
+    when its similarity is above the (k+1)-th largest negative one (``pairs.threshold_at``; as a
+    distance: below the (k+1)-th smallest). One scan of the pairs (``pairs.py``); NaN without both
+    kinds of pair.
     """
-    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float64))
-    y = torch.from_numpy(np.asarray(labels))
-    n = len(x)
-    same_pairs = int(sum(c * (c - 1) // 2 for c in np.unique(labels, return_counts=True)[1]))
-    negative_pairs = n * (n - 1) // 2 - same_pairs
-    if same_pairs == 0 or negative_pairs == 0:
+    positives, negatives = pair_counts(labels)
+    if positives == 0 or negatives == 0:
         return float("nan")
-    allowed = int(np.floor(far * negative_pairs + 1e-9))  # false accepts allowed
-    if allowed >= negative_pairs:
-        return 1.0
-    smallest = torch.empty(0, dtype=torch.float64)
-    positives = []
-    chunk = max(1, PAIR_BLOCK // n)
-    for start in range(0, n, chunk):
-        rows = x[start : start + chunk]
-        distances = torch.cdist(rows, x).pow(2)
-        upper = torch.arange(start, start + len(rows))[:, None] < torch.arange(n)[None, :]  # pairs i < j
-        same = y[start : start + len(rows), None] == y[None, :]
-        positives.append(distances[upper & same])
-        negatives = torch.cat([smallest, distances[upper & ~same]])
-        smallest = torch.topk(negatives, min(allowed + 1, len(negatives)), largest=False).values
-    threshold = smallest.max()
-    return float((torch.cat(positives) < threshold).double().mean())
+    scan = scan_pairs(embeddings, labels, keep_for(labels, [far]))
+    return rates(scan, threshold_at(scan, far))[0]

@@ -60,14 +60,16 @@ from tasks.face_embedding.threshold import (
     THRESHOLD_KEY,
     Calibration,
     FalseAcceptRate,
-    calibrate,
+    PairMetrics,
     checkpoint_calibration,
-    rates_at,
+    pair_metrics_spread,
 )
 from tasks.outputs import atomic_path
 from tasks.teacher import FrozenTeacher, model_state, read_task_checkpoint
 
 TASK = "face_embedding"
+
+
 MONITOR, FALLBACK_MONITOR = "identification_top1", "lfw_accuracy"
 
 
@@ -272,8 +274,9 @@ class FaceEmbeddingModule(TaskModule):
         self._eval_step(batch)
 
     def _score(
-        self, split: str, dataset: FaceImages, embeddings: np.ndarray, seen: np.ndarray, folder: Path
-    ) -> tuple[dict[str, float], Calibration | None]:
+        self, split: str, dataset: FaceImages, embeddings: np.ndarray, seen: np.ndarray, folder: Path,
+        pair_metrics: PairMetrics,
+    ) -> tuple[dict[str, float], Calibration | None]:  # fmt: skip
         """The metrics of the evaluation split (rank 0) over the images embedded (``seen``): all of
         them, or part under --trainer.limit_val_batches / fast_dev_run (said once, with what is left
         out); at validation also the threshold calibrated on the validation identities."""
@@ -288,24 +291,23 @@ class FaceEmbeddingModule(TaskModule):
             None if pairs is None else (pairs.first, pairs.second, pairs.same, pairs.fold),
             labelled,
             labels[labelled],
+            tar=pair_metrics.tar_at_far,
         )
         if not seen.all():
             rank_zero_warn(scores.summary(int(seen.sum()), len(seen)))
         if scores.lfw_result is not None and self.roc_curve:
             write_roc_png(scores.lfw_result.fpr, scores.lfw_result.tpr, folder / "roc.png")
         metrics = dict(scores.metrics)
-        kept = labelled[seen[labelled]]
         calibration = self.calibration
-        if split == "val":  # calibrate on the validation identities (never the test pairs)
-            calibration = calibrate(embeddings[kept], labels[kept], self.hparams.get("far", DEFAULT_FAR))
+        if split == "val":  # calibrated on the validation identities (never the test pairs)
+            calibration = pair_metrics.calibration
             if calibration is not None:
                 metrics.update(
                     threshold=calibration.cosine, threshold_tar=calibration.tar, threshold_far=calibration.far_reached
                 )
-        elif calibration is not None and len(kept):  # what the checkpoint's threshold gives on the test pairs
-            at = rates_at(embeddings[kept], labels[kept], calibration.cosine)
-            if at is not None:
-                metrics.update(threshold=calibration.cosine, tar_at_threshold=at[0], far_at_threshold=at[1])
+        elif calibration is not None and pair_metrics.rates is not None:  # the checkpoint's threshold on the test
+            tar, far = pair_metrics.rates
+            metrics.update(threshold=calibration.cosine, tar_at_threshold=tar, far_at_threshold=far)
         return metrics, calibration
 
     def _finish_evaluation(self, split: str) -> None:
@@ -313,18 +315,27 @@ class FaceEmbeddingModule(TaskModule):
         self._outputs = []
         if self.trainer.sanity_checking:
             return  # a few batches only: pairs would name images not embedded
-        parts = gather_objects(local)
+        parts = gather_objects(local)  # every rank receives every rank's embeddings
         folder = run_folder(self.trainer)  # a collective under DDP: every rank asks
+        dataset = self.trainer.datamodule.dataset(split)
+        embeddings = np.zeros((len(dataset), self.hparams.embedding_size), dtype=np.float32)
+        seen = np.zeros(len(dataset), dtype=bool)
+        for rank_parts in parts:
+            for indices, vectors in rank_parts:
+                embeddings[indices] = vectors
+                seen[indices] = True
+        labels = np.asarray(dataset.labels)
+        labelled = np.flatnonzero(labels >= 0)
+        kept = labelled[seen[labelled]]
+        # all pairs of the images with an identity: every rank scans its share (a collective)
+        far = float(self.hparams.get("far", DEFAULT_FAR))
+        pair_metrics = pair_metrics_spread(
+            embeddings[kept], labels[kept], far if split == "val" else None, self.calibration
+        )
         result: tuple[dict[str, float], Calibration | None] | None = None
         if self.trainer.is_global_zero:
-            dataset = self.trainer.datamodule.dataset(split)
-            embeddings = np.zeros((len(dataset), self.hparams.embedding_size), dtype=np.float32)
-            seen = np.zeros(len(dataset), dtype=bool)
-            for rank_parts in parts:
-                for indices, vectors in rank_parts:
-                    embeddings[indices] = vectors
-                    seen[indices] = True
-            result = self._score(split, dataset, embeddings, seen, folder)
+            assert pair_metrics is not None
+            result = self._score(split, dataset, embeddings, seen, folder, pair_metrics)
         result = broadcast_from_zero(result)
         assert result is not None
         metrics, self.calibration = result

@@ -9,7 +9,7 @@ the face index's metadata, where ``index search --threshold auto`` (the default)
 
 Accept a pair when ``similarity >= cosine``. With ``n`` negative pairs, at most ``k = floor(far *
 n)`` may be accepted, so the threshold is just above the (k+1)-th largest negative similarity (the
-pair matrix is never materialised: only the k+1 largest negatives of each block are kept). With
+pair matrix is never materialised, and under DDP every rank scans its share: ``pairs.py``). With
 fewer than ``1 / far`` negative pairs no false accept is allowed, and the threshold is the
 largest negative similarity's next float; the sentence ``Calibration.describe`` gives says how
 many pairs it rests on.
@@ -18,21 +18,29 @@ many pairs it rests on.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from backbone.errors import BadInputError
 from backbone.ranges import float_range
+from tasks.distributed import global_rank
+from tasks.face_embedding.pairs import (
+    TAR_FAR,
+    PairScan,
+    keep_for,
+    pair_counts,
+    rates,
+    scan_pairs,
+    spread_rates,
+    spread_scan,
+    threshold_at,
+)
 
 THRESHOLD_KEY = "face_threshold"  # the checkpoint's entry
 DEFAULT_FAR = 1e-3
 FalseAcceptRate = float_range(0, 1, low_open=True, high_open=True)
-PAIR_BLOCK = 4_000_000  # similarities computed at a time (32 MB of float64)
 
 
 @dataclass(frozen=True)
@@ -67,59 +75,59 @@ class Calibration:
         )
 
 
-def _pair_similarities(embeddings: np.ndarray, labels: np.ndarray) -> Iterator[tuple[Tensor, Tensor]]:
-    """(same-identity, different-identity) similarities of all pairs i < j, block by block."""
-    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float64))
-    y = torch.from_numpy(np.asarray(labels))
-    n = len(x)
-    chunk = max(1, PAIR_BLOCK // max(n, 1))
-    for start in range(0, n, chunk):
-        similarity = x[start : start + chunk] @ x.T
-        upper = torch.arange(start, start + len(similarity))[:, None] < torch.arange(n)[None, :]
-        same = y[start : start + len(similarity), None] == y[None, :]
-        yield similarity[upper & same], similarity[upper & ~same]
-
-
-def _pair_counts(labels: np.ndarray) -> tuple[int, int]:
-    n = len(labels)
-    counts = np.unique(np.asarray(labels), return_counts=True)[1]
-    positives = int(sum(c * (c - 1) // 2 for c in counts))
-    return positives, n * (n - 1) // 2 - positives
+def calibration_from(scan: PairScan, far: float) -> Calibration:
+    """The calibration at ``far`` from a scan of the pairs (``pairs.scan_pairs`` / ``spread_scan``)
+    that kept at least ``floor(far * negatives) + 1`` negatives."""
+    cosine = threshold_at(scan, far)
+    tar, far_reached = rates(scan, cosine)
+    return Calibration(cosine, float(far), tar, far_reached, scan.positive_count, scan.negative_count)
 
 
 def calibrate(embeddings: np.ndarray, labels: np.ndarray, far: float = DEFAULT_FAR) -> Calibration | None:
     """The threshold at ``far`` over all pairs i < j of unit-length ``embeddings`` (see the module
     docstring); None without a same-identity and a different-identity pair."""
-    positives, negatives = _pair_counts(labels)
+    positives, negatives = pair_counts(labels)
     if positives == 0 or negatives == 0:
         return None
-    allowed = int(np.floor(far * negatives + 1e-9))
-    largest = torch.empty(0, dtype=torch.float64)
-    same_similarities = []
-    for same, different in _pair_similarities(embeddings, labels):
-        same_similarities.append(same)
-        candidates = torch.cat([largest, different])
-        largest = torch.topk(candidates, min(allowed + 1, len(candidates))).values
-    # Just above the (allowed + 1)-th largest negative; -1 when every negative may be accepted.
-    cosine = -1.0 if len(largest) <= allowed else float(np.nextafter(float(largest.min()), np.inf))
-    positive = torch.cat(same_similarities)
-    return Calibration(
-        cosine=cosine,
-        far=float(far),
-        tar=float((positive >= cosine).double().mean()),
-        far_reached=int((largest >= cosine).sum()) / negatives,
-        positives=positives,
-        negatives=negatives,
-    )
+    return calibration_from(scan_pairs(embeddings, labels, keep_for(labels, [far])), far)
 
 
 def rates_at(embeddings: np.ndarray, labels: np.ndarray, cosine: float) -> tuple[float, float] | None:
-    """(TAR, FAR) over all pairs i < j when accepting ``similarity >= cosine``; None without both kinds."""
-    positives, negatives = _pair_counts(labels)
+    """(TAR, FAR) over all pairs i < j when accepting ``similarity >= cosine``; None without both kinds.
+    Under DDP every rank counts its share of the pairs (a collective: every rank calls it)."""
+    positives, negatives = pair_counts(labels)
     if positives == 0 or negatives == 0:
         return None
-    accepted = [(int((s >= cosine).sum()), int((d >= cosine).sum())) for s, d in _pair_similarities(embeddings, labels)]
-    return sum(a for a, _ in accepted) / positives, sum(b for _, b in accepted) / negatives
+    return spread_rates(embeddings, labels, cosine)
+
+
+class PairMetrics(NamedTuple):
+    """What one scan of all pairs of the evaluation identities gives (``pair_metrics_spread``)."""
+
+    tar_at_far: float  # tar_at_far_1e-4
+    calibration: Calibration | None  # validation: the threshold calibrated at --model.far
+    rates: tuple[float, float] | None  # test: (TAR, FAR) at the checkpoint's threshold
+
+
+def pair_metrics_spread(
+    embeddings: np.ndarray, labels: np.ndarray, calibrate_far: float | None, checkpoint: Calibration | None
+) -> PairMetrics | None:
+    """``tar_at_far_1e-4`` over all pairs, with the threshold calibrated at ``calibrate_far``
+    (validation) or the rates at the ``checkpoint`` threshold (test). The pairs grow with the
+    square of the images, so every rank scans its share (``pairs.py``): a collective that every rank
+    calls with the same arguments; the result on rank 0, None on the others."""
+    positives, negatives = pair_counts(labels)
+    if positives == 0 or negatives == 0:
+        return PairMetrics(float("nan"), None, None) if global_rank() == 0 else None
+    fars = [TAR_FAR] if calibrate_far is None else [TAR_FAR, calibrate_far]
+    scan = spread_scan(embeddings, labels, keep_for(labels, fars))
+    at = (
+        None if calibrate_far is not None or checkpoint is None else spread_rates(embeddings, labels, checkpoint.cosine)
+    )
+    if scan is None:
+        return None
+    calibration = None if calibrate_far is None else calibration_from(scan, calibrate_far)
+    return PairMetrics(rates(scan, threshold_at(scan, TAR_FAR))[0], calibration, at)
 
 
 def checkpoint_calibration(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Calibration | None:
