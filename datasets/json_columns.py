@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,40 +29,12 @@ import msgspec
 import numpy as np
 
 from datasets.json_schema import Field, JsonFormat, Table, check
+from datasets.packed import PackedStrings
 from datasets.text import read_json
 
 # The column dtype and the fill of a missing optional value, by JSON type.
 _DTYPE = {"integer": np.int64, "number": np.float64, "boolean": np.bool_}
 _FILL = {"integer": 0, "number": np.nan, "boolean": False, "string": ""}
-
-
-@dataclass(frozen=True)
-class PackedStrings:
-    """Strings as one UTF-8 byte buffer + offsets: two arrays instead of a Python object per string,
-    so forked loader workers share them without copy-on-read (reading a ``str`` in a list touches
-    its reference count, and so its page)."""
-
-    data: np.ndarray  # uint8
-    offsets: np.ndarray  # int64, len + 1
-
-    @classmethod
-    def from_list(cls, values: Sequence[str]) -> PackedStrings:
-        encoded = [value.encode("utf-8") for value in values]
-        offsets = np.zeros(len(encoded) + 1, np.int64)
-        np.cumsum([len(b) for b in encoded], out=offsets[1:])
-        return cls(np.frombuffer(b"".join(encoded), np.uint8).copy(), offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, index: int) -> str:
-        return self.data[self.offsets[index] : self.offsets[index + 1]].tobytes().decode("utf-8")
-
-    def take(self, rows: np.ndarray) -> PackedStrings:
-        return PackedStrings.from_list([self[int(i)] for i in rows])
-
-    def tolist(self) -> list[str]:
-        return [self[i] for i in range(len(self))]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import datasets.json_columns as json_columns
 from backbone.errors import BadInputError
 from datasets.coco.annotations import INSTANCES, clean_boxes
 from datasets.coco.compact import compact_split
-from datasets.json_columns import PackedStrings, columns_from_records, read_columns
+from datasets.json_columns import columns_from_records, read_columns
+from datasets.packed import PackedStrings
 
 
 def _quirky_file() -> dict[str, Any]:

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from backbone.errors import BadInputError
-from datasets.json_columns import Columns, PackedStrings
+from datasets.json_columns import Columns
+from datasets.packed import PackedStrings
 
 
 @dataclass(frozen=True)
