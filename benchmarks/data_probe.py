@@ -1,9 +1,12 @@
-"""``python -m benchmarks.data_probe KIND ANNOTATIONS IMAGES BATCHES WORKERS``: one data set-up, measured
-in a fresh process (so each kind starts from the same empty interpreter), printed as one JSON line.
+"""``python -m benchmarks.data_probe KIND ROOT BATCHES WORKERS``: one data set-up, measured in a fresh
+process (so each kind starts from the same empty interpreter), printed as one JSON line.
 
-KIND ``compact`` is the project's ``CocoDetection`` (flat arrays); ``dicts`` is the anchor: the
-way the data module held a split before (the parsed JSON, a record dict per image, a target
-tuple per image, the ground-truth dict), kept here so the ratio is measured in the same run.
+KIND ``coco`` is the project's ``CocoDetection`` (flat arrays) on ``ROOT``'s COCO train split;
+``coco-dicts`` is its anchor: the way the data module held a split before (the parsed JSON, a
+record dict per image, a target tuple per image, the ground-truth dict). ``faces`` is the
+project's ``FaceDataModule`` on ``ROOT/identities`` (packed paths); ``faces-paths`` its anchor, the
+identity folders as lists of ``Path`` objects with lists of labels. The anchors are kept here so
+the ratios are measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from datasets.coco.annotations import clean_boxes, read_annotation_json
 from datasets.coco.dataset import CocoDetection, collate_detection
 from datasets.coco.transforms import finalize_boxes, resize_only, to_tensor, worker_init
-from datasets.images import read_rgb_array
+from datasets.face_identities import FaceDataModule, face_eval_transform
+from datasets.images import image_files, read_rgb, read_rgb_array
 
 RESOLUTION = 64  # the data path's cost, not the model's: tiny inputs
 
@@ -79,20 +83,52 @@ class DictReference(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         return to_tensor(image), {"boxes": box_tensor, "labels": label_tensor, "image_id": info["id"]}
 
 
-def probe(kind: str, annotations: Path, images: Path, batches: int, workers: int) -> dict[str, Any]:
+class PathListReference(Dataset[tuple[torch.Tensor, int]]):
+    """The anchor of ``faces``: every identity folder's images as ``Path`` objects in lists."""
+
+    def __init__(self, root: Path) -> None:
+        identities = {d.name: image_files(d) for d in sorted(root.iterdir()) if d.is_dir()}
+        self.paths: list[Path] = []
+        self.labels: list[int] = []
+        for label, files in enumerate(identities.values()):
+            self.paths += files
+            self.labels += [label] * len(files)
+        self.transform = face_eval_transform(RESOLUTION)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(read_rgb(self.paths[index])), self.labels[index]
+
+
+def _build(kind: str, root: Path) -> tuple[Dataset, Any]:
+    """The dataset a loader reads, and its collate function."""
+    annotations = root / "annotations" / "instances_train2017.json"
+    if kind == "coco":
+        return CocoDetection(root / "train2017", annotations, RESOLUTION, "none"), collate_detection
+    if kind == "coco-dicts":
+        return DictReference(root / "train2017", annotations), collate_detection
+    if kind == "faces":
+        data = FaceDataModule(str(root / "identities"), resolution=RESOLUTION, num_workers=0)
+        data.setup("fit")
+        return data.dataset("train"), None
+    if kind == "faces-paths":
+        return PathListReference(root / "identities"), None
+    raise ValueError(f"unknown probe kind {kind!r}")
+
+
+def probe(kind: str, root: Path, batches: int, workers: int) -> dict[str, Any]:
     import gc
 
     start = time.perf_counter()
-    if kind == "compact":
-        dataset: Dataset = CocoDetection(images, annotations, RESOLUTION, "none")
-    else:
-        dataset = DictReference(images, annotations)
+    dataset, collate = _build(kind, root)
     gc.collect()
     result: dict[str, Any] = {"kind": kind, "setup_s": time.perf_counter() - start, "pss_main_gb": pss_gb()}
     if batches:
         loader = DataLoader(
-            dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate_detection,
-            worker_init_fn=worker_init, persistent_workers=True,
+            dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate,
+            worker_init_fn=worker_init, persistent_workers=workers > 0,
         )  # fmt: skip
         iterator = iter(loader)
         next(iterator)
@@ -112,5 +148,5 @@ def probe(kind: str, annotations: Path, images: Path, batches: int, workers: int
 if __name__ == "__main__":
     torch.set_num_threads(1)
     np.seterr(all="ignore")
-    kind, annotations, images, batches, workers = sys.argv[1:6]
-    print(json.dumps(probe(kind, Path(annotations), Path(images), int(batches), int(workers))))
+    kind, root, batches, workers = sys.argv[1:5]
+    print(json.dumps(probe(kind, Path(root), int(batches), int(workers))))

@@ -1,7 +1,7 @@
 """Synthetic full-size splits for the ``data`` section: the sizes users' runs have, no pixels to speak of.
 
-Only the annotation side matters for set-up time and memory, so every image of a split is one
-hard link to a single small JPEG (118k links cost no space and a few seconds) whose size the
+Only the annotation side matters for set-up time and memory, so every image of a split is a
+hard link to one of a few small JPEGs (118k links cost no space and a few seconds) whose size the
 records state, and the records carry what the real files carry: COCO-2017-like counts (7.3
 instances per image, polygons of about 24 points, 80 categories), MP-16-like geotags.
 """
@@ -19,6 +19,10 @@ COCO_TRAIN_IMAGES = 118_287
 COCO_INSTANCES_PER_IMAGE = 7.3
 # MP-16 (Müller-Budack et al. 2018): 4,723,695 geotagged Flickr photos.
 MP16_PHOTOS = 4_723_695
+# VGGFace2 (Cao et al. 2018): 9,131 identities, 3.31M images.
+VGGFACE2_IDENTITIES = 9_131
+VGGFACE2_IMAGES = 3_310_000
+_LINKS_PER_FILE = 60_000
 # Pixels of the one stored image: small, so an epoch's reads measure the data path, not JPEG decoding.
 _W, _H = 64, 48
 # Polygon points per instance: 26 bring the JSON to COCO 2017's 451 MB at COCO's counts.
@@ -26,17 +30,33 @@ _POLYGON_POINTS = 26
 
 
 def _link_images(folder: Path, names: list[str]) -> None:
-    """``folder/<name>`` for every name: hard links to one 64x48 JPEG (fall back to copies)."""
+    """``folder/<name>`` (names may hold a subfolder) for every name: hard links to 64x48 JPEGs, a
+    new source every ``_LINKS_PER_FILE`` (a file takes about 65,000 links), copies where links fail."""
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder.parent / "_one.jpg"
-    Image.new("RGB", (_W, _H), (120, 90, 60)).save(source, quality=90)
-    for name in names:
+    sources: list[Path] = []
+    made: set[Path] = set()
+    for index, name in enumerate(names):
+        if index % _LINKS_PER_FILE == 0:
+            sources.append(folder.parent / f"_one_{len(sources)}.jpg")
+            Image.new("RGB", (_W, _H), (120, 90 + len(sources) % 50, 60)).save(sources[-1], quality=90)
         target = folder / name
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
         if not target.exists():
             try:
-                os.link(source, target)
+                os.link(sources[-1], target)
             except OSError:
-                target.write_bytes(source.read_bytes())
+                target.write_bytes(sources[-1].read_bytes())
+
+
+def write_identity_tree(root: Path, identities: int = VGGFACE2_IDENTITIES, images: int = VGGFACE2_IMAGES) -> Path:
+    """``root/<identity>/<n>.jpg`` in the VGGFace2 layout, ``images`` spread evenly over ``identities``."""
+    per = np.full(identities, images // identities)
+    per[: images - int(per.sum())] += 1
+    names = [f"n{i:06d}/{k:04d}_01.jpg" for i in range(identities) for k in range(int(per[i]))]
+    _link_images(root / "identities", names)
+    return root / "identities"
 
 
 def write_coco_split(root: Path, images: int = COCO_TRAIN_IMAGES, seed: int = 0) -> Path:

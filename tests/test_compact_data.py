@@ -137,5 +137,20 @@ def test_the_data_benchmark_probes_both_holdings_on_a_small_synthetic_split(tmp_
     for index in (0, 17, 39):
         np.testing.assert_array_equal(compact.split.targets(index)[0], anchor.targets[index][0])
     assert len(compact.split.ground_truth()["annotations"]) == len(anchor.ground_truth["annotations"])
-    row = probe("compact", annotations, tmp_path / "train2017", batches=3, workers=1)
+    row = probe("coco", tmp_path, batches=3, workers=1)
     assert row["setup_s"] > 0 and 0 < row["pss_main_gb"] <= row["pss_all_end_gb"] and row["workers"] == 1
+
+
+def test_a_packed_identity_tree_reads_as_the_path_lists(tmp_path: Path) -> None:
+    """The face identities as packed paths give the anchor's images and labels, and the probe runs."""
+    from benchmarks.data_probe import PathListReference, probe
+    from benchmarks.data_synthetic import write_identity_tree
+    from datasets.face_identities import identity_images
+
+    root = write_identity_tree(tmp_path, identities=7, images=40)
+    packed = identity_images(root)
+    anchor = PathListReference(root)
+    assert [p for files in packed.values() for p in files] == anchor.paths
+    assert sum(map(len, packed.values())) == 40 and len(packed) == 7
+    row = probe("faces", tmp_path, batches=2, workers=0)
+    assert row["setup_s"] > 0 and row["pss_all_end_gb"] > 0
