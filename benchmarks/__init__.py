@@ -51,4 +51,5 @@ from benchmarks import detection as detection
 from benchmarks import face_identification as face_identification
 from benchmarks import face_index as face_index
 from benchmarks import geolocation as geolocation
+from benchmarks import multinode as multinode
 from benchmarks import paper as paper
