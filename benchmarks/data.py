@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Option, Section, fmt, markdown_table, print_heading, progress, register, verdict
+from benchmarks.data_pairs import measure_pairs
 from benchmarks.data_synthetic import write_coco_split, write_identity_tree
 
 MAX_SETUP_S = 10.0
@@ -97,8 +98,27 @@ def _measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"split": described, "write_s": written, "rows": rows, "targets": targets}
 
 
+def _pairs(args: argparse.Namespace) -> dict[str, Any]:
+    progress(f"data: the pair scan on {args.data_pair_images:,} embeddings")
+    result = measure_pairs(args.data_pair_images, max(2, args.data_pair_images // 20))
+    rates = result["pairs_per_s"]
+    print_heading(f"data: all pairs of {args.data_pair_images:,} face embeddings (tar_at_far_1e-4), one thread")
+    minutes = result["minutes_5pct_vggface2"]
+    table = [
+        ["anchor (rank 0 alone)", f"{rates['anchor'] / 1e6:.1f}M", fmt(minutes["anchor, rank 0"], ".0f")],
+        ["pairs.py scan, 1 rank", f"{rates['scan'] / 1e6:.1f}M", fmt(minutes["scan, 1 rank"], ".0f")],
+        ["pairs.py scan, 8 ranks", "", fmt(minutes["scan, 8 ranks"], ".1f")],
+    ]
+    print(markdown_table(["computed by", "pairs/s", "5% of VGGFace2 (165k images), minutes"], table))
+    print(f"\nscan / anchor: x{rates['scan'] / rates['anchor']:.1f} pairs/s; same tar_at_far_1e-4: {result['equal']}.")
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: _measure(name, args) for name in args.data_sets}
+    results: dict[str, Any] = {name: _measure(name, args) for name in args.data_sets}
+    if args.data_pair_images:
+        results["pairs"] = _pairs(args)
+    return results
 
 
 SECTION = register(
@@ -112,6 +132,7 @@ SECTION = register(
             Option("--data-faces", 3_310_000, quick=400, type=int, help="images of the synthetic face tree"),
             Option("--data-batches", 2000, quick=5, type=int, help="batches read with the loader workers (0: none)"),
             Option("--data-workers", 4, quick=1, type=int, help="DataLoader workers"),
+            Option("--data-pair-images", 20_000, quick=300, type=int, help="embeddings of the pair scan (0: skip)"),
         ),
     )
 )
