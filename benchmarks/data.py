@@ -6,8 +6,8 @@ VGGFace2-sized identity tree (9,131 identities, 3.31M images; hard links to a fe
 then sets each up in fresh processes (``benchmarks.data_probe``): the project's data path (flat
 arrays) and an anchor holding the same split as Python objects, the way the data modules did
 before. Each row is the set-up time, the main process's PSS, and the PSS of the main process and
-its loader workers after the first batch and after ``--data-batches`` batches (growth is
-copy-on-read of Python objects).
+its loader workers after a warm-up (a tenth of the batches, at most 100) and after
+``--data-batches`` batches (growth is copy-on-read of Python objects).
 
 Targets (issue 20): set-up at most 10 s, main-process PSS at most 1 GB, no growth over the
 batches (at most 5%: allocator noise).
@@ -76,7 +76,7 @@ def _measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "growth": verdict(ours["growth"] <= MAX_GROWTH),
     }
     print_heading(f"data: {described}")
-    header = ["held as", "set-up s", "main PSS GB", "all PSS GB, batch 1", f"after {args.data_batches}", "growth"]
+    header = ["held as", "set-up s", "main PSS GB", "all PSS GB, warmed up", f"after {args.data_batches}", "growth"]
     table = [
         [
             kind,

@@ -131,15 +131,22 @@ def probe(kind: str, root: Path, batches: int, workers: int) -> dict[str, Any]:
             worker_init_fn=worker_init, persistent_workers=workers > 0,
         )  # fmt: skip
         iterator = iter(loader)
-        next(iterator)
-        time.sleep(0.5)  # let every worker start its first batch
+
+        def read(count: int) -> None:
+            nonlocal iterator
+            for _ in range(count):
+                try:
+                    next(iterator)
+                except StopIteration:
+                    iterator = iter(loader)
+
+        # Growth is counted after a warm-up (every worker's decoder, allocator arenas and prefetch
+        # settle in the first batches), so what remains is copy-on-read of the split itself.
+        warmup = max(1, min(100, batches // 10))
+        read(warmup)
         me = os.getpid()
         result["pss_all_start_gb"] = pss_gb() + sum(pss_gb(p) for p in children(me))
-        for _ in range(batches - 1):
-            try:
-                next(iterator)
-            except StopIteration:
-                iterator = iter(loader)
+        read(batches - warmup)
         result["pss_all_end_gb"] = pss_gb() + sum(pss_gb(p) for p in children(me))
         result["workers"] = len(children(me))
     return result
