@@ -150,19 +150,17 @@ def checkpoint(sets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
 def test_several_test_sets_in_one_run_with_five_crops(sets: dict[str, Path], checkpoint: Path, tmp_path: Path) -> None:
     """``--data.test_sets`` scores each set on its own loader, its metrics under its name, and
     each set's numbers are those of a run on that set alone; error curves are per set."""
-    named = json.dumps({name: str(root) for name, root in sets.items()})
+    named = [a for name, root in sets.items() for a in (f"--data.test_sets.{name}", str(root))]
     extra = ("--ckpt_path", str(checkpoint), "--data.test_crops", "5", "--data.batch_size", "4")
-    GEOLOCATION.main(["test", *args(sets["main"], tmp_path / "both", *extra, "--data.test_sets", named)])
+    GEOLOCATION.main(["test", *args(sets["main"], tmp_path / "both", *extra, *named, "--model.error_curve", "true")])
     both = read_metrics(tmp_path / "both")["metrics"]
     assert set(both) == {f"{name}/{metric}" for name in sets for metric in METRIC_NAMES}
+    curves = sorted(p.name for p in (tmp_path / "both").rglob("error_curve*.png"))
+    assert curves == ["error_curve_main.png", "error_curve_other.png"]
     for name, root in sets.items():
         GEOLOCATION.main(["test", *args(root, tmp_path / name, *extra)])
         alone = read_metrics(tmp_path / name)["metrics"]
         assert {m: both[f"{name}/{m}"] for m in METRIC_NAMES} == pytest.approx(alone, abs=1e-9), name
-    GEOLOCATION.main(["test", *args(sets["main"], tmp_path / "curves", *extra, "--data.test_sets", named,
-                                    "--model.error_curve", "true")])  # fmt: skip
-    curves = sorted(p.name for p in (tmp_path / "curves").rglob("error_curve*.png"))
-    assert curves == ["error_curve_main.png", "error_curve_other.png"]
 
 
 def test_two_ddp_processes_score_each_named_set_whole(sets: dict[str, Path], checkpoint: Path, tmp_path: Path) -> None:

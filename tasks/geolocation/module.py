@@ -5,7 +5,7 @@
     python -m tasks.geolocation test --data.root /data/mp16 --ckpt_path last --model.error_curve true
     python -m tasks.geolocation predict --ckpt_path last --data.predict_dir photos/
     python -m tasks.geolocation test --ckpt_path last --data.test_crops 5 \
-        --data.test_sets '{"im2gps": "/data/im2gps", "yfcc4k": "/data/yfcc4k"}'
+        --data.test_sets.im2gps /data/im2gps --data.test_sets.yfcc4k /data/yfcc4k
     python -m tasks.geolocation partition --csv train.csv --max-photos 10000 --min-photos 50 --out cells.csv
 
 The classes are the cells of PlaNet's adaptive partition (``datasets.geo_partition``), built by
@@ -46,10 +46,11 @@ from tasks.geolocation.writer import write_cells_csv, write_error_curve
 _BUFFERS = ("cell_ids", "cell_centroids", "cell_centers", "cell_parents")
 # Where a prediction lands in its cell, and whose choice that is. The centroid: GeoEstimation's
 # cell files carry each cell's latitude_mean/longitude_mean and their get_lat_lng predicts it
-# (TIBHannover/GeoEstimation: create_cells.py, classification/s2_utils.py); they average degrees,
-# this project averages unit vectors (datasets.geo_partition), which agree except for cells
-# across the antimeridian or near a pole. The center: PlaNet's cell as a class stands for the
-# cell itself. On the demo the two differ by a median of tens of km (docs/geolocation.md).
+# (TIBHannover/GeoEstimation: create_cells.py, classification/s2_utils.py). They average degrees,
+# this project averages unit vectors (datasets.geo_partition): the two agree closely for a small
+# cell, not for one across the antimeridian (the mean of +179 and -179 degrees is 0) or at a pole.
+# The center: PlaNet's class is the cell, which its center stands for. How far apart the two are
+# on the demo, and what that does to the metrics: docs/geolocation.md.
 PREDICT_LOCATIONS = {
     "centroid": "the mean location of the cell's training photos (GeoEstimation, Müller-Budack et al. 2018)",
     "center": "the cell's own center (PlaNet, Weyand et al. 2016)",
@@ -193,8 +194,8 @@ class GeolocationModule(TaskModule):
         """The cells travel with the model: each output's S2 token and the location it stands for."""
         tokens = self.cell_tokens(range(len(self.cell_ids)))
         return {
-            "reading": "log-probabilities of the cells (the product over the hierarchy); a photo's location is "
-            f"the {self.predict_location} of its most likely cell",
+            "reading": "log-probabilities of the cells (the product over the hierarchy); a photo's location is, "
+            f"for its most likely cell, {PREDICT_LOCATIONS[self.predict_location]}",
             "cells": [
                 {"token": t, "centroid": [round(a, 6), round(b, 6)], "center": [round(c, 6), round(d, 6)]}
                 for t, (a, b), (c, d) in zip(
