@@ -34,9 +34,10 @@ from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
 from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, float_range
-from datasets.base import OutputNames, TaskDataModule
+from datasets.base import OutputNames
 from datasets.demo.geo import ensure_geo_demo
 from datasets.geo_partition import Partition, S2Level, build_partition, check_thresholds
+from datasets.geo_test_sets import EvalCrops, EvalProtocol
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
 from datasets.schema import Field, Format
@@ -240,7 +241,7 @@ class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
         return image, {"latlon": latlon, "path": str(path), "index": index}
 
 
-class GeoPhotosDataModule(TaskDataModule):
+class GeoPhotosDataModule(EvalProtocol):
     """MP-16 / YFCC-style geotagged photos, classified into PlaNet's adaptive S2 cells.
 
     Args (beyond ``TaskDataModule``'s: resolution, batch_size, num_workers, predict_dir):
@@ -257,6 +258,8 @@ class GeoPhotosDataModule(TaskDataModule):
         val_share: share of ``train.csv`` held out for validation when there is no ``val.csv``
             (at most 0.5).
         min_scale: smallest area fraction of the training random-resized crop.
+        test_crops, test_sets: the test protocol (``datasets.geo_test_sets``): 1, 5 or 10 views
+            per test/predict image; {name: folder} of test sets, metrics prefixed by the name.
     """
 
     layout = "train.csv and test.csv (optional val.csv) with IMG_ID,LAT,LON columns, and images/<IMG_ID>"
@@ -271,9 +274,12 @@ class GeoPhotosDataModule(TaskDataModule):
         coarse_max_photos: list[PositiveInt] | None = None,
         val_share: ValShare = 0.1,
         min_scale: CropScale = 0.5,
+        test_crops: EvalCrops = 1,
+        test_sets: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
+        self.set_test_protocol(test_crops, test_sets)
         val_share = ValShare(val_share)  # also when built from Python, not the command line
         self.cells_file = cells
         self.max_photos = max_photos
@@ -415,12 +421,8 @@ class GeoPhotosDataModule(TaskDataModule):
             )
         return GeoPhotos(self.root / "images", val, classification_eval_transform(self.resolution))
 
-    def test_dataset(self) -> Dataset:
-        table = read_geo_csv(self.root / "test.csv")
-        return GeoPhotos(self.root / "images", table, classification_eval_transform(self.resolution))
-
-    def predict_transform(self) -> v2.Compose:
-        return classification_eval_transform(self.resolution)
+    def test_photos(self, root: Path, transform: Any) -> Dataset:
+        return GeoPhotos(root / "images", read_geo_csv(root / "test.csv"), transform)
 
     def demo_root(self) -> Path:
         return ensure_geo_demo()

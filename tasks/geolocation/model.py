@@ -80,3 +80,20 @@ def hierarchical_log_probs(logits: Sequence[Tensor], parents: Tensor) -> Tensor:
     for level, coarse in enumerate(logits[:-1]):
         out = out + torch.log_softmax(coarse.float(), dim=1)[:, parents[level]]
     return out
+
+
+def multi_crop_log_probs(logits: Sequence[Tensor], crops: int, parents: Tensor) -> Tensor:
+    """GeoEstimation's multi-crop reading of K views of each image (``--data.test_crops``).
+
+    As their ``_multi_crop_inference`` (TIBHannover/GeoEstimation, classification/train_base.py):
+    each partition's softmax for every crop, the MAX over the crops of each cell's probability,
+    then the product along the hierarchy (``hierarchical_log_probs``, whose renormalisation of
+    each partition's maxima shifts an image's scores by a constant: the argmax is theirs).
+
+    Args:
+        logits: (B * K, N_k) logits of each partition, the K crops of an image consecutive.
+        crops: K.
+        parents: as in ``hierarchical_log_probs``.
+    """
+    best = [torch.log_softmax(out.float(), dim=1).unflatten(0, (-1, crops)).amax(dim=1) for out in logits]
+    return hierarchical_log_probs(best, parents)
