@@ -265,6 +265,7 @@ TRIED = {
     "celeba_partition": "CelebA partition file",
     "geotagged_csv": "geotagged photo CSV",
     "cells_csv": "cells file",
+    "geoestimation_cells_csv": "GeoEstimation cells file",
     "lfw_pairs": "LFW pairs file",
     "teacher_attributes_csv": "teacher outputs file",
     "embeddings": "embeddings file",
