@@ -283,7 +283,8 @@ def test_every_declared_format_is_tried_here() -> None:
 
     from datasets.schema import FORMATS
 
-    readers = ["attribute_files", "embedding_files", "face_identities", "geo_partition", "geo_photos", "lfw"]
+    readers = ["attribute_files", "embedding_files", "face_identities", "geo_cells", "geo_partition", "geo_photos"]
+    readers += ["geo_tables", "lfw"]
     readers += ["stanford_dogs", "wider_face"]
     for module in [
         *(f"datasets.{name}" for name in readers),
