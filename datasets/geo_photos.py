@@ -5,12 +5,16 @@ share of train is held out), each with ``IMG_ID,LAT,LON`` columns, matched by na
 such as MP-16's ``AUTHOR`` or ``S3_Label`` are ignored), and the images at ``images/<IMG_ID>``.
 
 The CSVs are read by ``datasets.geo_tables`` (streamed, checked, one sentence per bad line); no
-image is opened before a batch needs it.
+image is opened before a batch needs it, but every listed image is looked up when a split is set
+up (``datasets.file_presence``): a missing one is refused then, with the count and the first
+names, or dropped and counted with ``--data.skip_missing true``, never found mid-epoch.
 
-The classes are PlaNet's adaptive S2 cells (``datasets.geo_partition``), built from the training
-photos when the data module is created (``--data.max_photos``, ``--data.min_photos``,
-``--data.min_level``) or read from ``--data.cells``; ``--data.coarse_max_photos`` adds coarser
-partitions for a hierarchy of heads (GeoEstimation, Müller-Budack et al. 2018).
+The classes are PlaNet's adaptive S2 cells (``datasets.geo_partition``), built from the rows of the
+training CSV when the data module is created (``--data.max_photos``, ``--data.min_photos``,
+``--data.min_level``, ``--data.centroid_mean``) or read from ``--data.cells`` (this project's
+``cells.csv`` or GeoEstimation's ``cells_50_*.csv``: ``datasets.geo_cells``);
+``--data.coarse_max_photos`` adds coarser partitions for a hierarchy of heads (GeoEstimation,
+Müller-Budack et al. 2018).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -30,7 +34,8 @@ from backbone.errors import BadInputError
 from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, float_range
 from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.geo import ensure_geo_demo
-from datasets.geo_partition import Partition, S2Level, build_partition, check_thresholds
+from datasets.file_presence import missing_files
+from datasets.geo_partition import CentroidMean, Partition, S2Level, build_partition, check_thresholds
 from datasets.geo_tables import GeoTable, read_geo_csv
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
@@ -46,6 +51,15 @@ DEFAULT_T1_OVER_T2 = 10
 # val.csv for an unusual split); 0.999 of the demo trained on 2 photos without a word. At most half,
 # training always keeps photos; a share that holds out none of a tiny set is said by val_dataset.
 ValShare = float_range(0.0, 0.5)
+# --data.val_max_photos: without val.csv, 10% of MP-16 is 470k photos validated every epoch;
+# GeoEstimation validates on a separate set of 25,600 YFCC photos (its yfcc25600 list), enough for
+# acc@1 km to move in steps of 0.004% and few enough to validate often. The held-out share is capped
+# at this count, and a larger val.csv is validated on a fixed sample of it (seeded: the same photos
+# every epoch and on every rank). The demo's 10% (180 photos) and any set under 256k photos are
+# not affected.
+VAL_MAX_PHOTOS = 25_600
+# The photos of a split whose image is missing named in the sentence: enough to see the pattern.
+SHOWN_MISSING = 3
 # --data.cells built from other photos leaves training photos outside every cell. A partition built
 # from the same photos drops only those of cells under T2: 3-8% of the demo at the code defaults and
 # at T2 = T1 / 5 to T1 / 10. More than a fifth outside means the cells belong to another set (the
@@ -89,8 +103,9 @@ class GeoPhotosDataModule(TaskDataModule):
     Args (beyond ``TaskDataModule``'s: resolution, batch_size, num_workers, predict_dir):
         root: folder with ``train.csv``, ``test.csv`` (optional ``val.csv``) and ``images/``;
             None uses the built-in demo set.
-        cells: a ``cells.csv`` (``python -m tasks.geolocation partition``) to use instead of
-            building the partition from ``train.csv``.
+        cells: a cells file to use instead of building the partition from ``train.csv``: a
+            ``cells.csv`` (``python -m tasks.geolocation partition``) or GeoEstimation's
+            ``cells_50_*.csv`` (``datasets.geo_cells``); training photos outside it are counted.
         max_photos: T1, a cell holding more photos is split (None: 1/40 of the training photos).
         min_photos: T2, cells holding fewer photos are dropped (None: T1 / 10, rounded up).
         min_level: the S2 level every photo starts at (0: the six cube faces).
@@ -98,8 +113,15 @@ class GeoPhotosDataModule(TaskDataModule):
             probabilities multiply, as in GeoEstimation); each must exceed ``max_photos``. They use
             the same T2 and starting level, so every fine cell lies inside one coarse cell.
         val_share: share of ``train.csv`` held out for validation when there is no ``val.csv``
-            (at most 0.5).
+            (at most 0.5); the held-out photos are in neither the partition nor training.
         min_scale: smallest area fraction of the training random-resized crop.
+        skip_missing: photos whose image is missing are dropped (and counted, once per split)
+            instead of refused when a split is set up.
+        val_max_photos: at most this many validation photos: caps the held-out share and samples a
+            larger ``val.csv``, a fixed sample either way (None: no cap).
+        centroid_mean: how a built cell's photos are averaged into its centroid, the location
+            ``centroid`` predicts: ``sphere`` (mean unit vector) or ``degrees`` (mean latitude and
+            longitude, GeoEstimation's).
     """
 
     layout = "train.csv and test.csv (optional val.csv) with IMG_ID,LAT,LON columns, and images/<IMG_ID>"
@@ -114,6 +136,9 @@ class GeoPhotosDataModule(TaskDataModule):
         coarse_max_photos: list[PositiveInt] | None = None,
         val_share: ValShare = 0.1,
         min_scale: CropScale = 0.5,
+        skip_missing: bool = False,
+        val_max_photos: PositiveInt | None = VAL_MAX_PHOTOS,
+        centroid_mean: CentroidMean = "sphere",
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
@@ -125,21 +150,62 @@ class GeoPhotosDataModule(TaskDataModule):
         self.coarse_max_photos = sorted(coarse_max_photos or [], reverse=True)
         self.val_share = val_share
         self.min_scale = min_scale
+        self.skip_missing = skip_missing
+        self.val_max_photos = val_max_photos
+        self.centroid_mean = centroid_mean
         self._split_tables: tuple[GeoTable, GeoTable] | None = None
         self._partitions: list[Partition] | None = None
 
     # --- the training photos and their cells -------------------------------------------------
     def split_tables(self) -> tuple[GeoTable, GeoTable]:
-        """(train, val): ``val.csv`` if present, else a fixed random share of ``train.csv``."""
+        """(train, val): ``val.csv`` if present, else a fixed random share of ``train.csv``; at most
+        ``val_max_photos`` validation photos either way. Every row, whether its image exists or not
+        (``_with_images`` checks when a split is set up), so the partition depends on the CSV alone."""
         if self._split_tables is None:
             train = read_geo_csv(self.root / "train.csv")
+            cap = len(train) if self.val_max_photos is None else self.val_max_photos
+            rng = np.random.default_rng(0)  # the same sample in every process and on every run
             if (self.root / "val.csv").is_file():
-                self._split_tables = (train, read_geo_csv(self.root / "val.csv"))
+                val = read_geo_csv(self.root / "val.csv")
+                if len(val) > cap:
+                    val = val.subset(np.sort(rng.choice(len(val), cap, replace=False)))
+                    rank_zero_info(
+                        f"Validating on a fixed sample of {cap} of the photos of {str(self.root / 'val.csv')!r} "
+                        "(--data.val_max_photos), the same every epoch."
+                    )
+                self._split_tables = (train, val)
             else:
-                order = np.random.default_rng(0).permutation(len(train))
-                held = int(round(len(train) * self.val_share))
+                order = rng.permutation(len(train))
+                share = int(round(len(train) * self.val_share))
+                held = min(share, cap)
+                if held < share:
+                    rank_zero_info(
+                        f"Holding out {held} of the {len(train)} photos of {str(train.path)!r} for validation "
+                        f"(--data.val_share {self.val_share} capped by --data.val_max_photos), a fixed sample the same "
+                        "every epoch; the other photos are partitioned and trained on."
+                    )
                 self._split_tables = (train.subset(np.sort(order[held:])), train.subset(np.sort(order[:held])))
         return self._split_tables
+
+    def _with_images(self, table: GeoTable, split: str) -> GeoTable:
+        """The photos of ``table`` whose image exists: all of them, or one sentence before any step;
+        with ``--data.skip_missing true`` the others are dropped and counted (once per split)."""
+        assert table.ids is not None
+        images = self.root / "images"
+        missing = missing_files(images, table.ids)
+        count = int(missing.sum())
+        if not count:
+            return table
+        names = ", ".join(
+            repr(table.ids[k].decode("utf-8", "replace")) for k in np.flatnonzero(missing)[:SHOWN_MISSING]
+        )
+        verb = "has" if count == 1 else "have"
+        where = f"{count} of the {len(table)} {split} photos of {str(table.path)!r} {verb} no image in {str(images)!r}"
+        if count == len(table) or not self.skip_missing:
+            remedy = "" if count == len(table) else ", or --data.skip_missing true to use the others"
+            raise BadInputError(f"{where} (first: {names}); expected images/<IMG_ID> for every row{remedy}.")
+        rank_zero_warn(f"{where} (first: {names}); --data.skip_missing: using the other {len(table) - count}.")
+        return table.subset(np.flatnonzero(~missing))
 
     def thresholds(self, photos: int) -> tuple[int, int]:
         """(T1, T2) for a training set of ``photos`` photos: the given ones or the code defaults."""
@@ -165,7 +231,7 @@ class GeoPhotosDataModule(TaskDataModule):
         if self.cells_file is not None:
             fine = Partition.load_csv(self.cells_file)
         else:
-            fine = build_partition(train.lat, train.lon, t1, t2, self.min_level)
+            fine = build_partition(train.lat, train.lon, t1, t2, self.min_level, centroid=self.centroid_mean)
         if len(fine) == 0:
             raise BadInputError(
                 f"No S2 cell holds at least T2 = {t2} of the {len(train)} training photos in {str(train.path)!r}; "
@@ -177,7 +243,9 @@ class GeoPhotosDataModule(TaskDataModule):
                 raise BadInputError(
                     f"Each --data.coarse_max_photos must exceed --data.max_photos = {t1}; got {coarse_t1}."
                 )
-            coarse.append(build_partition(train.lat, train.lon, coarse_t1, t2, self.min_level))
+            coarse.append(
+                build_partition(train.lat, train.lon, coarse_t1, t2, self.min_level, centroid=self.centroid_mean)
+            )
         partitions = [*coarse, fine]
         for partition, size in zip(coarse, self.coarse_max_photos, strict=True):
             if (partition.containing(fine) < 0).any():
@@ -225,7 +293,7 @@ class GeoPhotosDataModule(TaskDataModule):
 
     # --- splits ------------------------------------------------------------------------------
     def train_dataset(self) -> Dataset:
-        train, _ = self.split_tables()
+        train = self._with_images(self.split_tables()[0], "training")
         labels = np.stack([p.assign(train.lat, train.lon) for p in self.partitions], axis=1)
         kept = np.flatnonzero(labels[:, -1] >= 0)
         if self.cells_file is not None:
@@ -239,7 +307,7 @@ class GeoPhotosDataModule(TaskDataModule):
             return
         share = outside / len(train)
         sentence = (
-            f"{outside} of the {len(train)} training photos of {str(train.path)!r} ({share:.0%}) lie in no cell "
+            f"{outside} of the {len(train)} training photos of {str(train.path)!r} ({share:.1%}) lie in no cell "
             f"of --data.cells {self.cells_file!r}"
         )
         if share > MAX_OUTSIDE_SHARE:
@@ -256,10 +324,11 @@ class GeoPhotosDataModule(TaskDataModule):
                 f"No validation photos: {str(self.root)!r} has no val.csv and --data.val_share {self.val_share} of "
                 f"its {len(self.split_tables()[0])} training photos is none; expected a larger share or a val.csv."
             )
+        val = self._with_images(val, "validation")
         return GeoPhotos(self.root / "images", val, classification_eval_transform(self.resolution))
 
     def test_dataset(self) -> Dataset:
-        table = read_geo_csv(self.root / "test.csv")
+        table = self._with_images(read_geo_csv(self.root / "test.csv"), "test")
         return GeoPhotos(self.root / "images", table, classification_eval_transform(self.resolution))
 
     def predict_transform(self) -> v2.Compose:
