@@ -14,17 +14,18 @@ its leaf id and a sorted copy) plus fixed-size chunks. Each cell keeps its photo
 centroid of its photos (the normalised mean of their unit vectors, so a cell across the
 antimeridian gets a centroid inside it, not the mean of +179 and -179 degrees) and its own center.
 
-The cells are kept in id order (``cells.csv``: ``token,count,lat,lon,center_lat,center_lon``);
-the row is the class index.
+A built partition keeps its cells in id order; one read from a cells file (``datasets.geo_cells``:
+this project's ``cells.csv`` or GeoEstimation's ``cells_50_*.csv``) keeps the file's class order.
+The row is the class index.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import os
 from dataclasses import dataclass
-from typing import TextIO
+from functools import cached_property
+from typing import Literal, TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -32,23 +33,28 @@ from tqdm import tqdm
 from backbone.errors import BadInputError
 from backbone.ranges import int_range
 from datasets import s2cells
-from datasets.schema import Field, Format
+from datasets.geo_cells import CELL_COLUMNS, read_cells_file
 
 # PlaNet's full-scale thresholds (Weyand et al. 2016, Sec. 3): configs/geolocation/planet.yaml.
 PLANET_MAX_PHOTOS = 10_000
 PLANET_MIN_PHOTOS = 50
-CELL_COLUMNS = ("token", "count", "lat", "lon", "center_lat", "center_lon")
 _CHUNK = 1 << 18  # points per vectorised chunk: a few MB of temporaries
 _PROGRESS_FROM = 2_000_000  # show a progress bar from this many photos on (a few seconds of work)
 S2Level = int_range(0, s2cells.MAX_LEVEL)  # the starting level of a partition: 0 (cube faces) to 30 (leaves)
+# How a cell's photos are averaged into its centroid. "sphere": the normalised mean of their unit
+# vectors (a cell across the antimeridian gets a centroid inside it). "degrees": the mean of their
+# latitudes and of their longitudes, as GeoEstimation's create_cells.py writes latitude_mean and
+# longitude_mean (close to "sphere" for a small cell; but the mean of +179 and -179 is 0).
+CentroidMean = Literal["sphere", "degrees"]
 
 
 @dataclass(frozen=True)
 class Partition:
-    """Disjoint S2 cells in id order, with their photo counts, photo centroids and own centers.
+    """Disjoint S2 cells in class order, with their photo counts, photo centroids and own centers.
 
     Attributes:
-        ids: S2 cell ids (uint64), strictly increasing; row k is class k.
+        ids: S2 cell ids (uint64); row k is class k. ``build_partition`` puts them in id order; a
+            cells file keeps its own class order (GeoEstimation's ``class_label``).
         counts: training photos per cell.
         centroids: (N, 2) latitude, longitude (degrees) of the centroid of each cell's photos.
         centers: (N, 2) latitude, longitude (degrees) of each cell's own center.
@@ -70,13 +76,21 @@ class Partition:
     def levels(self) -> np.ndarray:
         return s2cells.id_levels(self.ids)
 
+    @cached_property
+    def _by_id(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows in id order, the smallest and the largest leaf id of each of those cells)."""
+        order = np.argsort(self.ids, kind="stable")
+        return order, s2cells.range_min(self.ids[order]), s2cells.range_max(self.ids[order])
+
     def index_of_leaves(self, leaves: np.ndarray) -> np.ndarray:
         """The class (row) of each leaf cell id, -1 where no cell of the partition holds it."""
-        lo, hi = s2cells.range_min(self.ids), s2cells.range_max(self.ids)
+        order, lo, hi = self._by_id
+        if not len(order):
+            return np.full(np.shape(leaves), -1, dtype=np.int64)
         row = np.searchsorted(lo, leaves, side="right") - 1
         inside = row >= 0
         inside[inside] = leaves[inside] <= hi[row[inside]]
-        return np.where(inside, row, -1)
+        return np.where(inside, order[np.maximum(row, 0)], -1)
 
     def assign(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         """The class of each point (degrees), -1 for points in no cell (dropped or never seen)."""
@@ -101,72 +115,10 @@ class Partition:
 
     @classmethod
     def load_csv(cls, path: str | os.PathLike[str]) -> Partition:
-        """Read a ``cells.csv`` written by ``python -m tasks.geolocation partition`` (or by hand),
-        checked against ``CELLS_FORMAT``: tokens of valid, disjoint S2 cells, each once."""
-        fmt = CELLS_FORMAT
-        path = fmt.require_file(path, "; write one with 'python -m tasks.geolocation partition'")
-        reader = csv.reader(io.StringIO(fmt.read_text(path), newline=""))
-        columns = fmt.header(path, [name.strip() for name in next(reader, [])], CELL_COLUMNS)
-        rows: list[list[str]] = []
-        numbers: list[int] = []
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue
-            if len(row) <= max(columns.values()):
-                raise fmt.error(
-                    path, reader.line_num, f"there are {len(row)} fields; expected one per column of line 1"
-                )
-            rows.append([row[columns[c]].strip() for c in CELL_COLUMNS])
-            numbers.append(reader.line_num)
-        if not rows:
-            raise fmt.error(path, None, f"the file holds no cells, only a header; expected {fmt.layout}")
-        table = np.asarray(rows, dtype=str).reshape(len(rows), len(CELL_COLUMNS))
-        tokens = fmt.column(path, "token", table[:, 0], numbers)
-        ids = np.empty(len(rows), dtype=np.uint64)
-        for index, token in enumerate(tokens.tolist()):
-            cell_id = int(token.ljust(16, "0"), 16)
-            if not s2cells.is_valid_id(cell_id):
-                raise fmt.bad(path, numbers[index], "token", token)
-            ids[index] = cell_id
-        counts = fmt.column(path, "count", table[:, 1], numbers)
-        numbers_ = [fmt.column(path, name, table[:, k], numbers) for k, name in enumerate(CELL_COLUMNS[2:], start=2)]
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        overlap = np.flatnonzero(s2cells.range_min(ids[1:]) <= s2cells.range_max(ids[:-1]))
-        if overlap.size:  # name the later of the two lines, and the earlier one it overlaps
-            earlier, later = sorted(int(order[overlap[0] + k]) for k in (0, 1))
-            raise fmt.bad(
-                path,
-                numbers[later],
-                "token",
-                tokens[later],
-                f"a cell disjoint from the others; it overlaps {str(tokens[earlier])!r} of line {numbers[earlier]}",
-            )
-        coordinates = np.stack(numbers_, axis=1)[order]
-        return cls(ids, counts[order].astype(np.int64), coordinates[:, 0:2], coordinates[:, 2:4])
-
-
-# cells.csv, declared once (``datasets.schema``).
-CELLS_FORMAT = Format(
-    "cells file",
-    f"a cells.csv as 'python -m tasks.geolocation partition' writes it: a header {','.join(CELL_COLUMNS)}, then "
-    "one S2 cell per line",
-    (
-        Field(
-            "token",
-            str,
-            pattern=r"[0-9a-fA-F]{1,16}",
-            pattern_words="up to 16 hexadecimal digits",
-            unique=True,
-            noun="the token of a valid S2 cell",
-        ),
-        Field("count", int, low=0, noun="a number of photos"),
-        Field("lat", float, -90.0, 90.0, noun="a latitude"),
-        Field("lon", float, -180.0, 180.0, noun="a longitude"),
-        Field("center_lat", float, -90.0, 90.0, noun="a latitude"),
-        Field("center_lon", float, -180.0, 180.0, noun="a longitude"),
-    ),
-)
+        """Read a cells file (``datasets.geo_cells``): a ``cells.csv`` written by ``python -m
+        tasks.geolocation partition`` (or by hand), or GeoEstimation's ``cells_50_*.csv``; row k of
+        the partition is the file's class k."""
+        return cls(*read_cells_file(path))
 
 
 def latlon_from_xyz(xyz: np.ndarray) -> np.ndarray:
@@ -201,10 +153,12 @@ def build_partition(
     min_photos: int,
     min_level: int = 0,
     progress: bool | None = None,
+    centroid: CentroidMean = "sphere",
 ) -> Partition:
     """PlaNet's adaptive partition of photos at ``lat``/``lon`` (degrees, already validated).
 
-    ``progress`` shows a bar over the photos (default: from 2M photos on).
+    ``progress`` shows a bar over the photos (default: from 2M photos on); ``centroid`` is how a
+    cell's photos are averaged (``CentroidMean``).
     """
     check_thresholds(max_photos, min_photos, min_level)
     n = int(np.asarray(lat).shape[0])
@@ -217,15 +171,17 @@ def build_partition(
         ids, counts = _split(np.sort(leaves), max_photos, min_level)
         kept = counts >= min_photos
         cells = Partition(ids[kept], counts[kept], np.empty((0, 2)), np.empty((0, 2)))
-        sums = np.zeros((len(cells), 3))
+        sums = np.zeros((len(cells), 3 if centroid == "sphere" else 2))
         for start in range(0, n, _CHUNK):
             rows = cells.index_of_leaves(leaves[start : start + _CHUNK])
-            xyz = s2cells.lat_lng_to_xyz(lat[start : start + _CHUNK], lon[start : start + _CHUNK])
+            a, b = lat[start : start + _CHUNK], lon[start : start + _CHUNK]
+            values = s2cells.lat_lng_to_xyz(a, b) if centroid == "sphere" else np.stack([a, b], axis=1)
             inside = rows >= 0
-            for axis in range(3):
-                sums[:, axis] += np.bincount(rows[inside], weights=xyz[inside, axis], minlength=len(cells))
+            for axis in range(values.shape[1]):
+                sums[:, axis] += np.bincount(rows[inside], weights=values[inside, axis], minlength=len(cells))
             bar.update(min(_CHUNK, n - start))
-    return Partition(cells.ids, cells.counts, latlon_from_xyz(sums), s2cells.centers(cells.ids))
+    centroids = latlon_from_xyz(sums) if centroid == "sphere" else sums / np.maximum(cells.counts, 1)[:, None]
+    return Partition(cells.ids, cells.counts, centroids, s2cells.centers(cells.ids))
 
 
 def check_thresholds(max_photos: int, min_photos: int, min_level: int) -> None:

@@ -4,30 +4,28 @@
 share of train is held out), each with ``IMG_ID,LAT,LON`` columns, matched by name (extra columns
 such as MP-16's ``AUTHOR`` or ``S3_Label`` are ignored), and the images at ``images/<IMG_ID>``.
 
-The CSVs are streamed in chunks and kept as three numpy arrays (the ids as bytes, latitude and
-longitude as float64: about 40 bytes per photo for MP-16's ids), and no image is opened before a
-batch needs it. A latitude outside [-90, 90], a longitude outside [-180, 180], a NaN, a value that
-is not a number or a missing column is reported in one sentence naming the file and line; nothing
-is silently dropped.
+The CSVs are read by ``datasets.geo_tables`` (streamed, checked, one sentence per bad line); no
+image is opened before a batch needs it, but every listed image is looked up when a split is set
+up (``datasets.file_presence``): a missing one is refused then, with the count and the first
+names, or dropped and counted with ``--data.skip_missing true``, never found mid-epoch.
 
-The classes are PlaNet's adaptive S2 cells (``datasets.geo_partition``), built from the training
-photos when the data module is created (``--data.max_photos``, ``--data.min_photos``,
-``--data.min_level``) or read from ``--data.cells``; ``--data.coarse_max_photos`` adds coarser
-partitions for a hierarchy of heads (GeoEstimation, Müller-Budack et al. 2018).
+The classes are PlaNet's adaptive S2 cells (``datasets.geo_partition``), built from the rows of the
+training CSV when the data module is created (``--data.max_photos``, ``--data.min_photos``,
+``--data.min_level``, ``--data.centroid_mean``) or read from ``--data.cells`` (this project's
+``cells.csv`` or GeoEstimation's ``cells_50_*.csv``: ``datasets.geo_cells``);
+``--data.coarse_max_photos`` adds coarser partitions for a hierarchy of heads (GeoEstimation,
+Müller-Budack et al. 2018).
 """
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -36,15 +34,13 @@ from backbone.errors import BadInputError
 from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, float_range
 from datasets.base import OutputNames
 from datasets.demo.geo import ensure_geo_demo
-from datasets.geo_partition import Partition, S2Level, build_partition, check_thresholds
+from datasets.file_presence import missing_files
+from datasets.geo_partition import CentroidMean, Partition, S2Level, build_partition, check_thresholds
+from datasets.geo_tables import GeoTable, read_geo_csv
 from datasets.geo_test_sets import EvalCrops, EvalProtocol
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
-from datasets.schema import Field, Format
-from datasets.text import split_lines
 
-COLUMNS = ("IMG_ID", "LAT", "LON")
-_ROWS_PER_CHUNK = 1 << 16
 # Code defaults for a small custom set (``None``): T1 = 1/40 of the training photos, so a set of any
 # size is cut into some 40-100 cells (a split leaves cells of T1/4 to T1 photos), few enough for a
 # short run to learn; T2 = T1 / 10 drops cells with too few photos to learn from (measured on the
@@ -56,159 +52,20 @@ DEFAULT_T1_OVER_T2 = 10
 # val.csv for an unusual split); 0.999 of the demo trained on 2 photos without a word. At most half,
 # training always keeps photos; a share that holds out none of a tiny set is said by val_dataset.
 ValShare = float_range(0.0, 0.5)
+# --data.val_max_photos: without val.csv, 10% of MP-16 is 470k photos validated every epoch;
+# GeoEstimation validates on a separate set of 25,600 YFCC photos (its yfcc25600 list), enough for
+# acc@1 km to move in steps of 0.004% and few enough to validate often. The held-out share is capped
+# at this count, and a larger val.csv is validated on a fixed sample of it (seeded: the same photos
+# every epoch and on every rank). The demo's 10% (180 photos) and any set under 256k photos are
+# not affected.
+VAL_MAX_PHOTOS = 25_600
+# The photos of a split whose image is missing named in the sentence: enough to see the pattern.
+SHOWN_MISSING = 3
 # --data.cells built from other photos leaves training photos outside every cell. A partition built
 # from the same photos drops only those of cells under T2: 3-8% of the demo at the code defaults and
 # at T2 = T1 / 5 to T1 / 10. More than a fifth outside means the cells belong to another set (the
 # reported case left 196 of 200 out): refused; fewer are said in one sentence.
 MAX_OUTSIDE_SHARE = 0.2
-
-
-@dataclass(frozen=True)
-class GeoTable:
-    """The photos of one CSV: ids (bytes, or None when not read), latitude and longitude in degrees."""
-
-    path: Path
-    ids: np.ndarray | None
-    lat: np.ndarray
-    lon: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.lat.shape[0])
-
-    def subset(self, rows: np.ndarray) -> GeoTable:
-        return GeoTable(self.path, None if self.ids is None else self.ids[rows], self.lat[rows], self.lon[rows])
-
-
-# The format of train.csv / val.csv / test.csv, declared once (``datasets.schema``).
-GEO_FORMAT = Format(
-    "geotagged photo CSV",
-    f"a CSV whose header names the columns {','.join(COLUMNS)} (in any order and case; other columns are "
-    "ignored), then one photo per line",
-    (
-        Field(
-            "IMG_ID",
-            str,
-            pattern=r"\s*[^/\s].*",
-            pattern_words="its path under images/, not blank, not absolute",
-            unique=True,
-            noun="an image",
-        ),
-        Field("LAT", float, -90.0, 90.0, noun="a latitude"),
-        Field("LON", float, -180.0, 180.0, noun="a longitude"),
-    ),
-)
-
-
-def _line(numbers: np.ndarray | int, row: int) -> int:
-    return numbers + row if isinstance(numbers, int) else int(numbers[row])
-
-
-def _raw_field(path: Path, rows: list[str], numbers: np.ndarray | int, row: int, column: str, index: int) -> str:
-    """The text of one field as written (for the sentence); a line too short for it is named."""
-    fields = next(csv.reader([rows[row]]), [])
-    if len(fields) <= index:
-        words = GEO_FORMAT.field(column).words
-        raise GEO_FORMAT.error(
-            path, _line(numbers, row), f"{column} is missing (the line has {len(fields)} fields); expected {words}"
-        )
-    return fields[index]
-
-
-def _coordinates(path: Path, rows: list[str], numbers: np.ndarray | int, columns: dict[str, int]) -> np.ndarray:
-    """(N, 2) LAT, LON of a chunk's non-blank ``rows``, checked against ``GEO_FORMAT``.
-
-    numpy's C parser (``loadtxt``) reads a chunk faster than the csv module (docs/geolocation.md,
-    Partition speed and scale); only a chunk it refuses is read again field by field to name the
-    line; the ranges are checked vectorised.
-    """
-    try:
-        values = np.loadtxt(
-            rows,
-            delimiter=",",
-            usecols=(columns["LAT"], columns["LON"]),
-            dtype=np.float64,
-            quotechar='"',
-            comments=None,  # '#' may be part of an IMG_ID
-            ndmin=2,
-        )
-        if values.shape != (len(rows), 2):
-            raise ValueError("a row was not read")
-    except ValueError:  # the slow path: each field as text, the first bad one named
-        texts = [
-            [_raw_field(path, rows, numbers, row, name, columns[name]) for name in ("LAT", "LON")]
-            for row in range(len(rows))
-        ]
-        table = np.asarray(texts, dtype=str).reshape(len(rows), 2)
-        return np.stack(
-            [GEO_FORMAT.column(path, name, table[:, axis], numbers) for axis, name in enumerate(("LAT", "LON"))], axis=1
-        )
-    for axis, name in enumerate(("LAT", "LON")):
-        bad = np.flatnonzero(~GEO_FORMAT.field(name).valid(values[:, axis]))
-        if bad.size:
-            row = int(bad[0])
-            raw = _raw_field(path, rows, numbers, row, name, columns[name])
-            raise GEO_FORMAT.bad(path, _line(numbers, row), name, raw)
-    return values
-
-
-def _ids(path: Path, rows: list[str], numbers: np.ndarray | int, index: int, text: str) -> np.ndarray:
-    """The IMG_ID of each row of a chunk (``text``) as bytes, checked: not blank, not absolute."""
-    ids: list[str] | None = None
-    if '"' not in text:  # no quoting: a plain split is exact, and 3x faster than the csv module
-        try:
-            if index == 0:
-                ids = [row.partition(",")[0] for row in rows]
-            else:
-                ids = [row.split(",", index + 1)[index] for row in rows]
-        except IndexError:
-            ids = None
-    if ids is None:
-        ids = [_raw_field(path, rows, numbers, row, "IMG_ID", index) for row in range(len(rows))]
-    # numpy encodes ASCII itself, 3x faster than str.encode one by one
-    encoded = np.asarray(ids, dtype=np.bytes_) if text.isascii() else np.asarray([i.encode() for i in ids], np.bytes_)
-    stripped = np.strings.lstrip(encoded)
-    bad = np.flatnonzero((np.strings.str_len(stripped) == 0) | np.strings.startswith(stripped, b"/"))
-    if bad.size:
-        raise GEO_FORMAT.bad(path, _line(numbers, int(bad[0])), "IMG_ID", ids[int(bad[0])])
-    return encoded
-
-
-def read_geo_csv(path: str | os.PathLike[str], with_ids: bool = True) -> GeoTable:
-    """Read an ``IMG_ID,LAT,LON`` CSV (columns by name) in blocks, checked against ``GEO_FORMAT``:
-    the first bad line is named. ``with_ids`` False reads only LAT and LON.
-
-    A field may not hold a line break (MP-16's and Im2GPS's files have none).
-    """
-    fmt = GEO_FORMAT
-    path = fmt.require_file(path)
-    ids: list[np.ndarray] = []
-    coordinates: list[np.ndarray] = []
-    chunks: list[tuple[np.ndarray | int, int]] = []  # line numbers of each chunk's rows
-    columns: dict[str, int] | None = None
-    for first_line, text in fmt.read_blocks(path):
-        lines = split_lines(text)
-        if columns is None:
-            header = next(csv.reader(lines[:1]), [])
-            columns = fmt.header(path, [name.strip().upper() for name in header], COLUMNS)
-            lines, first_line = lines[1:], first_line + 1
-        rows = [line for line in lines if line.strip()]
-        numbers: np.ndarray | int = first_line
-        if len(rows) != len(lines):
-            numbers = np.asarray([first_line + i for i, line in enumerate(lines) if line.strip()], dtype=np.int64)
-        coordinates.append(_coordinates(path, rows, numbers, columns))
-        if with_ids:
-            ids.append(_ids(path, rows, numbers, columns["IMG_ID"], text))
-        chunks.append((numbers, len(rows)))
-    if columns is None:
-        raise fmt.error(path, None, f"the file is empty; expected {fmt.layout}")
-    if not sum(len(c) for c in coordinates):
-        raise fmt.error(path, None, f"the file holds no photos, only a header; expected {fmt.layout}")
-    both = np.concatenate(coordinates)
-    all_ids = np.concatenate(ids) if with_ids else None
-    if all_ids is not None and len(set(all_ids.tolist())) != len(all_ids):  # a set: 2x faster than np.unique
-        lines_of_rows = np.concatenate([np.arange(n, n + count) if isinstance(n, int) else n for n, count in chunks])
-        fmt.unique(path, "IMG_ID", all_ids, lines_of_rows)
-    return GeoTable(path, all_ids, both[:, 0].copy(), both[:, 1].copy())
 
 
 class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
@@ -247,8 +104,9 @@ class GeoPhotosDataModule(EvalProtocol):
     Args (beyond ``TaskDataModule``'s: resolution, batch_size, num_workers, predict_dir):
         root: folder with ``train.csv``, ``test.csv`` (optional ``val.csv``) and ``images/``;
             None uses the built-in demo set.
-        cells: a ``cells.csv`` (``python -m tasks.geolocation partition``) to use instead of
-            building the partition from ``train.csv``.
+        cells: a cells file to use instead of building the partition from ``train.csv``: a
+            ``cells.csv`` (``python -m tasks.geolocation partition``) or GeoEstimation's
+            ``cells_50_*.csv`` (``datasets.geo_cells``); training photos outside it are counted.
         max_photos: T1, a cell holding more photos is split (None: 1/40 of the training photos).
         min_photos: T2, cells holding fewer photos are dropped (None: T1 / 10, rounded up).
         min_level: the S2 level every photo starts at (0: the six cube faces).
@@ -256,10 +114,17 @@ class GeoPhotosDataModule(EvalProtocol):
             probabilities multiply, as in GeoEstimation); each must exceed ``max_photos``. They use
             the same T2 and starting level, so every fine cell lies inside one coarse cell.
         val_share: share of ``train.csv`` held out for validation when there is no ``val.csv``
-            (at most 0.5).
+            (at most 0.5); the held-out photos are in neither the partition nor training.
         min_scale: smallest area fraction of the training random-resized crop.
         test_crops, test_sets: the test protocol (``datasets.geo_test_sets``): 1, 5 or 10 views
             per test/predict image; {name: folder} of test sets, metrics prefixed by the name.
+        skip_missing: photos whose image is missing are dropped (and counted, once per split)
+            instead of refused when a split is set up.
+        val_max_photos: at most this many validation photos: caps the held-out share and samples a
+            larger ``val.csv``, a fixed sample either way (None: no cap).
+        centroid_mean: how a built cell's photos are averaged into its centroid, the location
+            ``centroid`` predicts: ``sphere`` (mean unit vector) or ``degrees`` (mean latitude and
+            longitude, GeoEstimation's).
     """
 
     layout = "train.csv and test.csv (optional val.csv) with IMG_ID,LAT,LON columns, and images/<IMG_ID>"
@@ -276,6 +141,9 @@ class GeoPhotosDataModule(EvalProtocol):
         min_scale: CropScale = 0.5,
         test_crops: EvalCrops = 1,
         test_sets: dict[str, str] | None = None,
+        skip_missing: bool = False,
+        val_max_photos: PositiveInt | None = VAL_MAX_PHOTOS,
+        centroid_mean: CentroidMean = "sphere",
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
@@ -288,21 +156,63 @@ class GeoPhotosDataModule(EvalProtocol):
         self.coarse_max_photos = sorted(coarse_max_photos or [], reverse=True)
         self.val_share = val_share
         self.min_scale = min_scale
+        self.skip_missing = skip_missing
+        self.val_max_photos = val_max_photos
+        self.centroid_mean = centroid_mean
         self._split_tables: tuple[GeoTable, GeoTable] | None = None
         self._partitions: list[Partition] | None = None
 
     # --- the training photos and their cells -------------------------------------------------
     def split_tables(self) -> tuple[GeoTable, GeoTable]:
-        """(train, val): ``val.csv`` if present, else a fixed random share of ``train.csv``."""
+        """(train, val): ``val.csv`` if present, else a fixed random share of ``train.csv``; at most
+        ``val_max_photos`` validation photos either way. Every row, whether its image exists or not
+        (``_with_images`` checks when a split is set up), so the partition depends on the CSV alone."""
         if self._split_tables is None:
             train = read_geo_csv(self.root / "train.csv")
+            cap = len(train) if self.val_max_photos is None else self.val_max_photos
+            rng = np.random.default_rng(0)  # the same sample in every process and on every run
             if (self.root / "val.csv").is_file():
-                self._split_tables = (train, read_geo_csv(self.root / "val.csv"))
+                val = read_geo_csv(self.root / "val.csv")
+                if len(val) > cap:
+                    val = val.subset(np.sort(rng.choice(len(val), cap, replace=False)))
+                    rank_zero_info(
+                        f"Validating on a fixed sample of {cap} of the photos of {str(self.root / 'val.csv')!r} "
+                        "(--data.val_max_photos), the same every epoch."
+                    )
+                self._split_tables = (train, val)
             else:
-                order = np.random.default_rng(0).permutation(len(train))
-                held = int(round(len(train) * self.val_share))
+                order = rng.permutation(len(train))
+                share = int(round(len(train) * self.val_share))
+                held = min(share, cap)
+                if held < share:
+                    rank_zero_info(
+                        f"Holding out {held} of the {len(train)} photos of {str(train.path)!r} for validation "
+                        f"(--data.val_share {self.val_share} capped by --data.val_max_photos), a fixed sample the same "
+                        "every epoch; the other photos are partitioned and trained on."
+                    )
                 self._split_tables = (train.subset(np.sort(order[held:])), train.subset(np.sort(order[:held])))
         return self._split_tables
+
+    def _with_images(self, table: GeoTable, split: str, images: Path | None = None) -> GeoTable:
+        """The photos of ``table`` whose image exists in ``images`` (default: the root's): all of
+        them, or one sentence before any step; with ``--data.skip_missing true`` the others are
+        dropped and counted (once per split)."""
+        assert table.ids is not None
+        images = self.root / "images" if images is None else images
+        missing = missing_files(images, table.ids)
+        count = int(missing.sum())
+        if not count:
+            return table
+        names = ", ".join(
+            repr(table.ids[k].decode("utf-8", "replace")) for k in np.flatnonzero(missing)[:SHOWN_MISSING]
+        )
+        verb = "has" if count == 1 else "have"
+        where = f"{count} of the {len(table)} {split} photos of {str(table.path)!r} {verb} no image in {str(images)!r}"
+        if count == len(table) or not self.skip_missing:
+            remedy = "" if count == len(table) else ", or --data.skip_missing true to use the others"
+            raise BadInputError(f"{where} (first: {names}); expected images/<IMG_ID> for every row{remedy}.")
+        rank_zero_warn(f"{where} (first: {names}); --data.skip_missing: using the other {len(table) - count}.")
+        return table.subset(np.flatnonzero(~missing))
 
     def thresholds(self, photos: int) -> tuple[int, int]:
         """(T1, T2) for a training set of ``photos`` photos: the given ones or the code defaults."""
@@ -328,7 +238,7 @@ class GeoPhotosDataModule(EvalProtocol):
         if self.cells_file is not None:
             fine = Partition.load_csv(self.cells_file)
         else:
-            fine = build_partition(train.lat, train.lon, t1, t2, self.min_level)
+            fine = build_partition(train.lat, train.lon, t1, t2, self.min_level, centroid=self.centroid_mean)
         if len(fine) == 0:
             raise BadInputError(
                 f"No S2 cell holds at least T2 = {t2} of the {len(train)} training photos in {str(train.path)!r}; "
@@ -340,7 +250,9 @@ class GeoPhotosDataModule(EvalProtocol):
                 raise BadInputError(
                     f"Each --data.coarse_max_photos must exceed --data.max_photos = {t1}; got {coarse_t1}."
                 )
-            coarse.append(build_partition(train.lat, train.lon, coarse_t1, t2, self.min_level))
+            coarse.append(
+                build_partition(train.lat, train.lon, coarse_t1, t2, self.min_level, centroid=self.centroid_mean)
+            )
         partitions = [*coarse, fine]
         for partition, size in zip(coarse, self.coarse_max_photos, strict=True):
             if (partition.containing(fine) < 0).any():
@@ -388,7 +300,7 @@ class GeoPhotosDataModule(EvalProtocol):
 
     # --- splits ------------------------------------------------------------------------------
     def train_dataset(self) -> Dataset:
-        train, _ = self.split_tables()
+        train = self._with_images(self.split_tables()[0], "training")
         labels = np.stack([p.assign(train.lat, train.lon) for p in self.partitions], axis=1)
         kept = np.flatnonzero(labels[:, -1] >= 0)
         if self.cells_file is not None:
@@ -402,7 +314,7 @@ class GeoPhotosDataModule(EvalProtocol):
             return
         share = outside / len(train)
         sentence = (
-            f"{outside} of the {len(train)} training photos of {str(train.path)!r} ({share:.0%}) lie in no cell "
+            f"{outside} of the {len(train)} training photos of {str(train.path)!r} ({share:.1%}) lie in no cell "
             f"of --data.cells {self.cells_file!r}"
         )
         if share > MAX_OUTSIDE_SHARE:
@@ -419,10 +331,12 @@ class GeoPhotosDataModule(EvalProtocol):
                 f"No validation photos: {str(self.root)!r} has no val.csv and --data.val_share {self.val_share} of "
                 f"its {len(self.split_tables()[0])} training photos is none; expected a larger share or a val.csv."
             )
+        val = self._with_images(val, "validation")
         return GeoPhotos(self.root / "images", val, classification_eval_transform(self.resolution))
 
     def test_photos(self, root: Path, transform: Any) -> Dataset:
-        return GeoPhotos(root / "images", read_geo_csv(root / "test.csv"), transform)
+        table = self._with_images(read_geo_csv(root / "test.csv"), "test", root / "images")
+        return GeoPhotos(root / "images", table, transform)
 
     def demo_root(self) -> Path:
         return ensure_geo_demo()

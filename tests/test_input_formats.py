@@ -1,6 +1,7 @@
 """Bad input as a class (issue 16): every file format the project reads against every kind of damage.
 
-Each format (CelebA's two lists, the geotagged CSVs, ``cells.csv``, ``pairs.txt``, the teacher's
+Each format (CelebA's two lists, the geotagged CSVs, ``cells.csv`` and GeoEstimation's cells
+files, ``pairs.txt``, the teacher's
 ``attributes.csv`` and embeddings, the index sidecar, the Stanford Dogs lists) is written valid,
 then damaged one way (not UTF-8, a missing column, a wrong type, a value out of range, a repeated
 id, a dangling reference, a NaN), and its reader must refuse it with ``BadInputError`` naming the
@@ -109,6 +110,25 @@ def cells_text() -> str:
     return out.getvalue()
 
 
+def geoestimation_cells_text() -> str:
+    """A valid GeoEstimation cells file as published: two 'name: value' lines, the header, then the
+    cells with class labels in another order than the rows (create_cells.py numbers them as it meets them)."""
+    from datasets.geo_partition import build_partition
+
+    rng = np.random.default_rng(0)
+    cells = build_partition(rng.uniform(-60, 60, 40), rng.uniform(-170, 170, 40), 8, 2, 2, centroid="degrees")
+    rows = [
+        f"{len(cells) - 1 - k},{token},{count},{lat!r},{lon!r}\n"
+        for k, (token, count, (lat, lon)) in enumerate(
+            zip(cells.tokens, cells.counts.tolist(), cells.centroids.tolist(), strict=True)
+        )
+    ]
+    header = (
+        "num_images: 40\nmin_concept_probability: ---\nclass_label,hex_id,imgs_per_cell,latitude_mean,longitude_mean\n"
+    )
+    return header + "".join(rows)
+
+
 # format -> (file name, reader, valid text, {damage: Damage})
 TEXT_FORMATS: dict[str, tuple[str, Callable[[Path], Any], Callable[[], str], dict[str, Damage]]] = {
     "celeba_attributes": (
@@ -189,6 +209,37 @@ TEXT_FORMATS: dict[str, tuple[str, Callable[[Path], Any], Callable[[], str], dic
             "nan": Damage(
                 lambda t: re.sub(r"^(\w+,\d+,[-\d.]+),[-\d.]+,", r"\1,nan,", t, count=1, flags=re.M),
                 r"{path}' line 2: lon is 'nan'",
+            ),
+        },
+    ),
+    "geoestimation_cells_csv": (
+        "cells_50_1000.csv",
+        read_cells,
+        geoestimation_cells_text,
+        {
+            "not_utf8": Damage(latin1("hex_id"), r"{path}' is not UTF-8 text \(byte 0xe9 on line 3\)"),
+            "missing_column": Damage(
+                lambda t: t.replace(",longitude_mean", "", 1), r"{path}' line 3: .* no column 'longitude_mean'"
+            ),
+            "wrong_type": Damage(
+                lambda t: re.sub(r"^(\d+,\w+),\d+,", r"\1,many,", t, count=1, flags=re.M),
+                r"{path}' line 4: imgs_per_cell is 'many'; expected a number of photos",
+            ),
+            "out_of_range": Damage(
+                lambda t: re.sub(r"^(\d+,\w+,\d+),[-\d.]+,", r"\1,95,", t, count=1, flags=re.M),
+                r"{path}' line 4: latitude_mean is '95'; expected a latitude in \[-90, 90\]",
+            ),
+            "duplicate_id": Damage(
+                lambda t: t + f"{t.count(chr(10)) - 3}," + t.splitlines()[3].split(",", 1)[1] + "\n",
+                r"{path}' line \d+: hex_id is '\w+'; expected each hex_id once \(it is also on line 4\)",
+            ),
+            "dangling_reference": Damage(
+                lambda t: re.sub(r"^\d+,", "99,", t, count=1, flags=re.M),
+                r"{path}' line 4: class_label is '99'; expected a class index in \[0, \d+\] \(the file has",
+            ),
+            "nan": Damage(
+                lambda t: re.sub(r"^(\d+,\w+,\d+,[-\d.]+),[-\d.]+$", r"\1,nan", t, count=1, flags=re.M),
+                r"{path}' line 4: longitude_mean is 'nan'",
             ),
         },
     ),

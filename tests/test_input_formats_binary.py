@@ -265,6 +265,7 @@ TRIED = {
     "celeba_partition": "CelebA partition file",
     "geotagged_csv": "geotagged photo CSV",
     "cells_csv": "cells file",
+    "geoestimation_cells_csv": "GeoEstimation cells file",
     "lfw_pairs": "LFW pairs file",
     "teacher_attributes_csv": "teacher outputs file",
     "embeddings": "embeddings file",
@@ -282,7 +283,8 @@ def test_every_declared_format_is_tried_here() -> None:
 
     from datasets.schema import FORMATS
 
-    readers = ["attribute_files", "embedding_files", "face_identities", "geo_partition", "geo_photos", "lfw"]
+    readers = ["attribute_files", "embedding_files", "face_identities", "geo_cells", "geo_partition", "geo_photos"]
+    readers += ["geo_tables", "lfw"]
     readers += ["stanford_dogs", "wider_face"]
     for module in [
         *(f"datasets.{name}" for name in readers),

@@ -296,6 +296,9 @@ def write_geo_set(root: Path, lat: np.ndarray, lon: np.ndarray) -> Path:
     rows = "".join(f"{k}.jpg,{a:.5f},{b:.5f}\n" for k, (a, b) in enumerate(zip(lat, lon, strict=True)))
     (root / "train.csv").write_text("IMG_ID,LAT,LON\n" + rows)
     (root / "test.csv").write_text("IMG_ID,LAT,LON\n" + rows)
+    (root / "images").mkdir(exist_ok=True)
+    for k in range(len(lat)):  # every listed image exists (only looked up, never opened here)
+        (root / "images" / f"{k}.jpg").touch()
     return root
 
 

@@ -5,7 +5,9 @@
 Reads the ``IMG_ID,LAT,LON`` CSV (columns by name; only LAT and LON are kept in memory), splits
 every cell holding more than ``--max-photos`` (T1) photos, starting from ``--min-level`` (0: the
 six cube faces), drops the cells holding fewer than ``--min-photos`` (T2), and writes one row per
-cell (``token,count,lat,lon,center_lat,center_lon``) atomically. The file is what
+cell (``token,count,lat,lon,center_lat,center_lon``) atomically. GeoEstimation's
+``create_cells.py --img_min T2 --img_max T1`` is ``--min-level 2 --min-photos T2+1 --max-photos T1
+--centroid-mean degrees`` (it keeps cells holding more than T2; ``tests/test_geolocation_data.py``). The file is what
 ``--data.cells`` takes. Bad input (an option out of its range, an ``--out`` that is a folder, a
 CSV row out of its declared format) ends with one sentence and exit status 2 before any work.
 """
@@ -17,11 +19,19 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from backbone.errors import BadInputError
 from backbone.ranges import NonNegativeInt, OptionParser, PositiveInt
-from datasets.geo_partition import PLANET_MAX_PHOTOS, PLANET_MIN_PHOTOS, S2Level, build_partition, check_thresholds
-from datasets.geo_photos import read_geo_csv
+from datasets.geo_partition import (
+    PLANET_MAX_PHOTOS,
+    PLANET_MIN_PHOTOS,
+    CentroidMean,
+    S2Level,
+    build_partition,
+    check_thresholds,
+)
+from datasets.geo_tables import read_geo_csv
 from tasks.geolocation.writer import write_cells_csv
 from tasks.outputs import check_output_file
 
@@ -47,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-level", type=S2Level, default=0, help="S2 level every photo starts at (default: 0, the cube faces)"
     )
+    parser.add_argument(
+        "--centroid-mean",
+        choices=get_args(CentroidMean),
+        default="sphere",
+        help="a cell's centroid: the mean unit vector of its photos (sphere, default) or their mean latitude and "
+        "longitude (degrees, as GeoEstimation's create_cells.py)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the cells CSV to write")
     parser.add_argument(
         "--progress",
@@ -65,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         start = time.perf_counter()
         table = read_geo_csv(args.csv, with_ids=False)
         read = time.perf_counter() - start
-        cells = build_partition(table.lat, table.lon, args.max_photos, args.min_photos, args.min_level, args.progress)
+        cells = build_partition(
+            table.lat, table.lon, args.max_photos, args.min_photos, args.min_level, args.progress, args.centroid_mean
+        )
         write_cells_csv(cells, args.out)
     except BadInputError as error:
         print(f"error: {error}", file=sys.stderr)
