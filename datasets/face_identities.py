@@ -32,7 +32,7 @@ from datasets.demo.faces import ensure_demo_faces
 from datasets.embedding_files import read_teacher_embeddings
 from datasets.images import IMAGE_SUFFIXES, read_rgb
 from datasets.lfw import LfwPairs, read_pairs
-from datasets.packed import PackedPaths, PackedStrings
+from datasets.packed import PackedPaths
 
 # Which evaluation set an image of the validation split belongs to.
 SOURCE_LFW, SOURCE_HELDOUT = 0, 1
@@ -53,9 +53,7 @@ def _image_names(folder: str) -> list[str]:
         return sorted(
             entry.name
             for entry in entries
-            if not entry.name.startswith(".")
-            and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-            and entry.is_file()
+            if entry.name.lower().endswith(IMAGE_SUFFIXES) and not entry.name.startswith(".") and entry.is_file()
         )
 
 
@@ -71,8 +69,7 @@ def identity_images(root: Path) -> dict[str, PackedPaths]:
         if entry.is_dir() and not entry.name.startswith("."):
             names = _image_names(entry.path)
             if names:
-                folder = str(root / entry.name)
-                found[entry.name] = PackedPaths(PackedStrings.from_list([f"{folder}/{name}" for name in names]))
+                found[entry.name] = PackedPaths.in_folder(root / entry.name, names)
     if not found:
         raise BadInputError(f"No identity folders with images (<identity>/*.jpg) were found under {str(root)!r}.")
     return found
