@@ -22,10 +22,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datasets.coco.annotations import clean_boxes, read_annotation_json
-from datasets.coco.dataset import CocoDetection, collate_detection
-from datasets.coco.transforms import finalize_boxes, resize_only, to_tensor, worker_init
-from datasets.face_identities import FaceDataModule, face_eval_transform
 from datasets.images import image_files, read_rgb, read_rgb_array
 
 RESOLUTION = 64  # the data path's cost, not the model's: tiny inputs
@@ -53,6 +49,8 @@ class DictReference(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     """The anchor: a split held as Python objects, as the data module held it before compact arrays."""
 
     def __init__(self, image_dir: Path, annotation_file: Path) -> None:
+        from datasets.coco.annotations import clean_boxes, read_annotation_json
+
         data = read_annotation_json(annotation_file)
         self.image_dir = image_dir
         self.images = {int(info["id"]): info for info in data["images"]}
@@ -75,6 +73,8 @@ class DictReference(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        from datasets.coco.transforms import finalize_boxes, resize_only, to_tensor
+
         info = self.images[self.image_ids[index]]
         image = read_rgb_array(self.image_dir / info["file_name"])
         boxes, labels = self.targets[index]
@@ -87,6 +87,8 @@ class PathListReference(Dataset[tuple[torch.Tensor, int]]):
     """The anchor of ``faces``: every identity folder's images as ``Path`` objects in lists."""
 
     def __init__(self, root: Path) -> None:
+        from datasets.face_identities import face_eval_transform
+
         identities = {d.name: image_files(d) for d in sorted(root.iterdir()) if d.is_dir()}
         self.paths: list[Path] = []
         self.labels: list[int] = []
@@ -102,19 +104,26 @@ class PathListReference(Dataset[tuple[torch.Tensor, int]]):
         return self.transform(read_rgb(self.paths[index])), self.labels[index]
 
 
-def _build(kind: str, root: Path) -> tuple[Dataset, Any]:
-    """The dataset a loader reads, and its collate function."""
-    annotations = root / "annotations" / "instances_train2017.json"
+def _build(kind: str, root: Path) -> tuple[Dataset, Any, Any]:
+    """The dataset a loader reads, its collate function and its worker init. Each kind imports only
+    its own task's data stack, so the main process's PSS is that task's, not every task's."""
+    if kind.startswith("coco"):
+        from datasets.coco.dataset import CocoDetection, collate_detection
+        from datasets.coco.transforms import worker_init
+
+        annotations = root / "annotations" / "instances_train2017.json"
     if kind == "coco":
-        return CocoDetection(root / "train2017", annotations, RESOLUTION, "none"), collate_detection
+        return CocoDetection(root / "train2017", annotations, RESOLUTION, "none"), collate_detection, worker_init
     if kind == "coco-dicts":
-        return DictReference(root / "train2017", annotations), collate_detection
+        return DictReference(root / "train2017", annotations), collate_detection, worker_init
     if kind == "faces":
+        from datasets.face_identities import FaceDataModule
+
         data = FaceDataModule(str(root / "identities"), resolution=RESOLUTION, num_workers=0)
         data.setup("fit")
-        return data.dataset("train"), None
+        return data.dataset("train"), None, None
     if kind == "faces-paths":
-        return PathListReference(root / "identities"), None
+        return PathListReference(root / "identities"), None, None
     raise ValueError(f"unknown probe kind {kind!r}")
 
 
@@ -122,13 +131,13 @@ def probe(kind: str, root: Path, batches: int, workers: int) -> dict[str, Any]:
     import gc
 
     start = time.perf_counter()
-    dataset, collate = _build(kind, root)
+    dataset, collate, init = _build(kind, root)
     gc.collect()
     result: dict[str, Any] = {"kind": kind, "setup_s": time.perf_counter() - start, "pss_main_gb": pss_gb()}
     if batches:
         loader = DataLoader(
             dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate,
-            worker_init_fn=worker_init, persistent_workers=workers > 0,
+            worker_init_fn=init, persistent_workers=workers > 0,
         )  # fmt: skip
         iterator = iter(loader)
 
