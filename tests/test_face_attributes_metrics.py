@@ -81,3 +81,20 @@ def test_a_pos_weight_list_must_have_one_weight_per_attribute() -> None:
     assert module.attribute_pos_weight.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
     with pytest.raises(BadInputError, match=r"--model.pos_weight lists 2 weights; expected none, auto or 5"):
         FaceAttributesModule(NAMES, width=0.25, resolution=32, pos_weight=[1.0, 2.0])
+
+
+def test_thresholds_travel_by_name_in_deploy_metadata_and_old_checkpoints_still_load() -> None:
+    from tasks.face_attributes.module import FaceAttributesModule
+
+    module = FaceAttributesModule(NAMES, width=0.25, resolution=32)
+    assert module.deploy_metadata()["thresholds"] is None  # never validated: nothing chosen to export
+    old = {k: v for k, v in module.state_dict().items() if not k.startswith(("attribute_", "thresholds_"))}
+    checkpoint = {"state_dict": dict(old)}
+    module.on_load_checkpoint(checkpoint)  # a checkpoint from before the buffers: 0.5, not chosen, weight 1
+    module.load_state_dict(checkpoint["state_dict"])
+    assert module.attribute_thresholds.tolist() == [0.5] * 5 and not bool(module.thresholds_chosen)
+    module.attribute_thresholds.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.9]))
+    module.thresholds_chosen.fill_(True)
+    metadata = module.deploy_metadata()
+    assert metadata["thresholds"] == pytest.approx(dict(zip(NAMES, [0.1, 0.2, 0.3, 0.4, 0.9], strict=True)))
+    assert "validation" in metadata["thresholds_chosen"]
