@@ -24,6 +24,7 @@ import csv
 import io
 import zipfile
 from collections.abc import Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,14 @@ class TeacherOutputs:
         self.names = names
         self.values = values
         self.columns = np.asarray(columns, dtype=np.int64)
-        self.index = {name: row for row, name in enumerate(names)}
+        self.index = dict(zip(names, range(len(names)), strict=True))  # C speed: 3M names in well under 1 s
 
     def __len__(self) -> int:
         return len(self.names)
 
     def rows(self, names: Sequence[str]) -> np.ndarray:
         """The row of each of ``names`` (-1 where the file has none)."""
-        index = self.index
-        return np.fromiter((index.get(name, -1) for name in names), dtype=np.int64, count=len(names))
+        return np.fromiter(map(self.index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
 
     def probabilities(self, rows: np.ndarray | int) -> np.ndarray:
         """The probabilities (float32) of ``rows`` (one row, or an array of them) in the data's attribute order."""
@@ -130,8 +130,9 @@ def _read_rows_file(path: Path) -> tuple[list[str], list[str]]:
     lines = fmt.read_lines(path)
     header = next(csv.reader(io.StringIO(lines[0]))) if lines else []
     names = lines[1:]
-    blank = next((row for row, name in enumerate(names) if not name.strip()), None)
-    if blank is not None:
+    # map(str.isspace) runs at C speed; an empty name is found by the caller's name -> row table.
+    if any(map(str.isspace, names)):
+        blank = next(row for row, name in enumerate(names) if name.isspace())
         raise fmt.bad(path, blank + 2, IMAGE_COLUMN, names[blank])
     return header, names
 
@@ -164,6 +165,8 @@ def read_teacher_array(path: Path, attribute_names: Sequence[str]) -> TeacherOut
             f"{len(names)} images and {len(header) - 1} attributes; expected a row per image, a column per attribute",
         )
     outputs = TeacherOutputs(path, names, values, [header.index(name) - 1 for name in attribute_names])
+    if "" in outputs.index:
+        raise TEACHER_ROWS_FORMAT.bad(rows_path, outputs.index[""] + 2, IMAGE_COLUMN, "")
     if len(outputs.index) != len(names):  # a repeated name: the first repeat, with its first line
         TEACHER_ROWS_FORMAT.unique(rows_path, IMAGE_COLUMN, names, 2)
     _check_probabilities(path, values, names, header)

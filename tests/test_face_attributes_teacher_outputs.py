@@ -100,6 +100,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         r"attributes_rows.txt' line 4: image is 'a.jpg'; expected each image once \(it is also on line 2\)",
     ),
     "blank_name": (rows_text(HEADER + "a.jpg\n \nc.jpg\n"), r"attributes_rows.txt' line 3: image is ' '; expected"),
+    "empty_name": (rows_text(HEADER + "a.jpg\nb.jpg\n\n"), r"attributes_rows.txt' line 4: image is ''; expected an"),
     "missing_column": (
         rows_text("image,Bangs,Smiling\na.jpg\nb.jpg\nc.jpg\n"),
         r"attributes_rows.txt' line 1: the header .* has no column 'Young'",
@@ -118,3 +119,20 @@ def test_a_damaged_teacher_array_is_one_sentence(case: str, tmp_path: Path) -> N
     with pytest.raises(BadInputError, match=pattern) as refused:
         read_teacher_outputs(path, NAMES)
     assert "\n" not in str(refused.value) and str(refused.value).endswith(".")
+
+
+def test_the_benchmark_section_reads_both_formats(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``python -m benchmarks --section face_attributes --quick``: one row per format, the same-run ratio."""
+    import torch
+
+    from benchmarks.__main__ import main
+
+    threads = torch.get_num_threads()
+    try:
+        results = main(["--quick", "--section", "face_attributes", "--teacher-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # the quick mode sets one thread
+    rows = results["face_attributes"]["teacher_outputs"]
+    assert [(r["rows"], r["file"]) for r in rows] == [(2000, "attributes.csv"), (2000, "attributes.npy")]
+    assert rows[0]["read_vs_csv"] == 1.0 and 0 < rows[1]["read_vs_csv"] and rows[1]["mb"] < rows[0]["mb"]
+    assert "| 2,000 | attributes.npy |" in capsys.readouterr().out and not list(tmp_path.iterdir())
