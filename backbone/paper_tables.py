@@ -95,6 +95,11 @@ def _dogs(table: int, width: float, resolution: int, top1: float, mult_adds: flo
     return _mobilenet(table, width, resolution, top1, mult_adds, params, "Stanford Dogs", num_classes=120)
 
 
+# Table 12 was measured on an in-house web-scale attribute set, students against a 1600M mult-add
+# in-house teacher: its mean AP is not a CelebA figure, and the column says so wherever it is printed.
+_IN_HOUSE_MEAN_AP = "mean AP, in-house set (not CelebA)"
+
+
 def _attributes(width: float, resolution: int, mean_ap: float, mult_adds: float, params: float) -> PaperRow:
     deviation = ""
     if width == 0.25:
@@ -108,7 +113,7 @@ def _attributes(width: float, resolution: int, mean_ap: float, mult_adds: float,
         f"{width} MobileNet-{resolution}",
         mult_adds,
         params,
-        (Accuracy("mean AP", "mean_ap", mean_ap),),
+        (Accuracy(_IN_HOUSE_MEAN_AP, "mean_ap", mean_ap),),
         Model("attributes", width, resolution, num_classes=40),
         project=True,
         deviation=deviation,
@@ -192,14 +197,15 @@ ROWS: tuple[PaperRow, ...] = (
     _geo("im2gps", "Im2GPS", 51.9, 35.4, 32.1, 21.9, 2.5),
     _geo("planet", "PlaNet", 77.6, 64.0, 51.1, 31.7, 11.0),
     _geo("planet-mobilenet", "PlaNet MobileNet", 79.3, 60.3, 45.2, 31.7, 11.4, project=True),
-    # Table 12: students with one output per CelebA attribute (40).
+    # Table 12: students distilled from the in-house baseline; the counts are of a network with one
+    # output per CelebA attribute (40), as the project builds it.
     _attributes(1.0, 224, 88.7, 568, 3.2),
     _attributes(0.5, 224, 88.1, 149, 0.8),
     _attributes(0.25, 224, 87.2, 45, 0.2),
     _attributes(1.0, 128, 88.1, 185, 3.2),
     _attributes(0.5, 128, 87.7, 48, 0.8),
     _attributes(0.25, 128, 86.4, 15, 0.2),
-    _other(12, "baseline", "Baseline", 1600, 7.5, Accuracy("mean AP", "mean_ap", 86.9)),
+    _other(12, "baseline", "Baseline", 1600, 7.5, Accuracy(_IN_HOUSE_MEAN_AP, "mean_ap", 86.9)),
     # Table 13: mult-adds printed in billions; MobileNet rows at alpha 1 with COCO's 91 classes.
     _other(13, "ssd300-vgg", "SSD 300 deeplab-VGG", 34900, 33.1, Accuracy(_COCO, "mAP", 21.1)),
     _other(13, "ssd300-inception-v2", "SSD 300 Inception V2", 3800, 13.7, Accuracy(_COCO, "mAP", 22.0)),

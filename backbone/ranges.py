@@ -217,6 +217,8 @@ def option_sentence(message: str) -> str | None:
     if key is not None and literal is not None and "Subtypes" not in message:
         return f"--{key['key']} is {literal['value']!r}; expected one of {literal['choices']}."
     refusal = re.search(r"Not of type (?P<type>\S+): (?P<rest>[^\n]*)", message)
+    if key is not None and refusal is None:
+        return _union_sentence(key["key"], message)
     if key is None or refusal is None or refusal["type"] not in RANGES:
         return None
     rest = refusal["rest"].rstrip(".")
@@ -225,6 +227,25 @@ def option_sentence(message: str) -> str | None:
             rest = "holds" + rest[2:]  # one element of a list is out of range
         return f"--{key['key']} {rest}."
     return f"{rest}."  # a whole sentence of its own (``check``)
+
+
+def _union_sentence(key: str, message: str) -> str | None:
+    """``--model.pos_weight is 'x'; expected 'none', 'auto' or a list, each item a number > 0.``: a value
+    that is none of a union's choices (a ``Literal``) and ranged lists; None for other unions."""
+    subtypes = re.search(r"Subtypes: \[(?P<subtypes>[^\n]*)\]\n", message)
+    given = re.search(r"Given value: (?P<value>[^\n]*)", message)
+    if subtypes is None or given is None:
+        return None
+    words = [choice for literal in re.findall(r"typing\.Literal\[([^\]]*)\]", subtypes["subtypes"]) for choice in
+             [c.strip() for c in literal.split(",")]]  # fmt: skip
+    for name in re.findall(r"list\[(?:backbone\.ranges\.)?([^\]]+)\]", subtypes["subtypes"]):
+        if name not in RANGES:
+            return None
+        words.append(f"a list, each item {RANGES[name].expected}")  # type: ignore[attr-defined]
+    if not words:
+        return None
+    expected = ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+    return f"--{key} is {_show(given['value'])}; expected {expected}."
 
 
 def refuse(message: str) -> NoReturn:

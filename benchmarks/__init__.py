@@ -48,6 +48,7 @@ from benchmarks import backbone as backbone
 from benchmarks import data as data
 from benchmarks import deploy as deploy
 from benchmarks import detection as detection
+from benchmarks import face_attributes as face_attributes
 from benchmarks import face_identification as face_identification
 from benchmarks import face_index as face_index
 from benchmarks import geolocation as geolocation

@@ -1,5 +1,6 @@
-"""A task's ``fit`` in its own process and what it measured: the one launcher of the scripts that
-reproduce the README's tables (``scripts/detection_seeds.py``, ``scripts/detection_ablation.py``).
+"""A task's ``fit`` (or ``test``, ``predict``) in its own process and what it measured: the one
+launcher of the scripts that reproduce the README's tables (``scripts/detection_seeds.py``,
+``scripts/detection_ablation.py``, ``scripts/face_attributes_compression.py``).
 
 Each run is ``python -m tasks.<task> fit ARGS --trainer.default_root_dir FOLDER`` from the project
 root, in a fresh process (nothing of one run, such as a seeded generator or a warmed-up thread
@@ -64,26 +65,35 @@ def _log_dirs(folder: Path) -> set[Path]:
     return set(folder.glob("lightning_logs/version_*"))
 
 
-def fit_in_subprocess(
-    task: str, args: Sequence[str], folder: Path, threads: int | None = None, quiet: bool = False
-) -> FitRun:
-    """``python -m tasks.<task> fit ARGS`` with its outputs in ``folder``; its final ``metrics.json``.
+def run_in_subprocess(
+    task: str, command: str, args: Sequence[str], folder: Path, threads: int | None = None, quiet: bool = False
+) -> tuple[Path, float, list[str]]:
+    """``python -m tasks.<task> COMMAND ARGS`` (fit, validate, test, predict) with its outputs in
+    ``folder``: the log folder it created, its wall seconds and the command line.
 
     ``threads`` sets ``OMP_NUM_THREADS`` (None: the environment's, else torch's default);
     ``quiet`` hides the run's stdout (its errors still show). Raises ``CalledProcessError`` when the
     run fails.
     """
     folder = Path(folder)
-    command = [sys.executable, "-m", f"tasks.{task}", "fit", *args]
-    command += ["--trainer.default_root_dir", str(folder), "--trainer.enable_progress_bar", "false"]
-    env = run_env(threads)
+    line = [sys.executable, "-m", f"tasks.{task}", command, *args]
+    line += ["--trainer.default_root_dir", str(folder), "--trainer.enable_progress_bar", "false"]
     before = _log_dirs(folder)
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL if quiet else None)
+    subprocess.run(line, check=True, cwd=ROOT, env=run_env(threads), stdout=subprocess.DEVNULL if quiet else None)
     seconds = time.perf_counter() - start
     created = sorted(_log_dirs(folder) - before, key=lambda p: p.stat().st_mtime)
     if not created:
-        raise RuntimeError(f"The run {' '.join(command)} created no log folder under {folder}.")
-    log_dir = created[-1]
+        raise RuntimeError(f"The run {' '.join(line)} created no log folder under {folder}.")
+    return created[-1], seconds, line
+
+
+def fit_in_subprocess(
+    task: str, args: Sequence[str], folder: Path, threads: int | None = None, quiet: bool = False
+) -> FitRun:
+    """``python -m tasks.<task> fit ARGS`` with its outputs in ``folder`` (``run_in_subprocess``); its
+    final ``metrics.json``."""
+    log_dir, seconds, command = run_in_subprocess(task, "fit", args, folder, threads, quiet)
     result = json.loads((log_dir / "metrics.json").read_text())
+    env = run_env(threads)
     return FitRun(command, run_threads(env), seconds, int(result["global_step"]), result["metrics"], str(log_dir))

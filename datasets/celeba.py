@@ -1,12 +1,15 @@
-"""CelebA in its real layout, for face attributes (Table 12), with the inputs of distillation.
+"""CelebA as it is downloaded, for face attributes (Table 12), with the inputs of distillation.
 
-``<root>/img_align_celeba/*.jpg``, ``<root>/list_attr_celeba.txt`` and
-``<root>/list_eval_partition.txt`` (parsed by ``datasets.attribute_files``). On top of the
-labelled splits, distillation reads:
+The data root is read in place in any of the layouts in circulation (``datasets.celeba_layouts``):
+this project's flat one (``img_align_celeba/*.jpg``, ``list_attr_celeba.txt``,
+``list_eval_partition.txt``), the official release's ``Anno/``, ``Eval/`` and ``Img/`` folders, its
+PNG variant, and Kaggle's copy (CSV lists, images in ``img_align_celeba/img_align_celeba/``); the
+lists are parsed by ``datasets.attribute_files``. On top of the labelled splits, distillation reads:
 
-* ``teacher_outputs``: an ``attributes.csv`` written by a teacher's ``predict`` (image name ->
-  probabilities). Every training image needs a row; the val/test images get the teacher's
-  probabilities too when the file covers them (for ``emulation_ce``).
+* ``teacher_outputs``: an ``attributes.csv``, or at web scale the memory-mapped ``attributes.npy``,
+  written by a teacher's ``predict`` (``datasets.teacher_outputs``). Every training image needs a
+  row; the val/test images get the teacher's probabilities too when the file covers them (for
+  ``emulation_ce``).
 * ``unlabelled_root``: a folder of extra images (searched recursively) added to training without
   labels; the loss on them is the teacher's alone. The paper distilled on a large unlabelled web
   collection this way. They are named by their path under the folder.
@@ -32,18 +35,12 @@ from torchvision.transforms import v2
 from backbone.errors import BadInputError
 from backbone.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution
-from datasets.attribute_files import (
-    ATTRIBUTE_FILE,
-    IMAGE_FOLDER,
-    PARTITION_FILE,
-    PARTITIONS,
-    read_attribute_file,
-    read_attributes_csv,
-    read_partition_file,
-)
+from datasets.attribute_files import PARTITIONS
 from datasets.base import OutputNames, TaskDataModule
+from datasets.celeba_layouts import read_celeba
 from datasets.demo.celeba import ensure_celeba_demo
 from datasets.images import PredictFolder, image_files, read_rgb
+from datasets.teacher_outputs import TeacherOutputs, TeacherRows, read_teacher_outputs
 
 PredictSplit = Literal["all", "train", "val", "test"]
 
@@ -79,7 +76,7 @@ def train_transform(resolution: int, min_scale: float) -> v2.Compose:
 
 
 class FaceAttributeDataset(Dataset[dict[str, Any]]):
-    """Images with optional labels (N, A) and teacher probabilities (N, A); see the module docstring."""
+    """Images with optional labels (N, A) and the teacher's probabilities (rows of its outputs file)."""
 
     def __init__(
         self,
@@ -88,12 +85,12 @@ class FaceAttributeDataset(Dataset[dict[str, Any]]):
         labels: np.ndarray,
         labelled: np.ndarray,
         transform: Callable[[Image], Tensor],
-        teacher: np.ndarray | None = None,
+        teacher: TeacherRows | None = None,
     ) -> None:
         self.paths, self.names = list(paths), list(names)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.labelled = torch.as_tensor(labelled, dtype=torch.bool)
-        self.teacher = None if teacher is None else torch.as_tensor(teacher, dtype=torch.float32)
+        self.teacher = teacher
         self.transform = transform
 
     def __len__(self) -> int:
@@ -108,7 +105,7 @@ class FaceAttributeDataset(Dataset[dict[str, Any]]):
             "index": index,
         }
         if self.teacher is not None:
-            item["teacher"] = self.teacher[index]
+            item["teacher"] = torch.from_numpy(self.teacher[index])
         return item
 
 
@@ -126,7 +123,8 @@ class CelebADataModule(TaskDataModule):
     """CelebA (or any set in its layout) for ``tasks.face_attributes``.
 
     Args (beyond ``TaskDataModule``'s: root, resolution, batch_size, num_workers, predict_dir):
-        teacher_outputs: an ``attributes.csv`` of a teacher's ``predict``: the soft targets.
+        teacher_outputs: a teacher's ``predict`` output, the soft targets: its ``attributes.csv``, or
+            its ``attributes.npy`` (memory-mapped, with ``attributes_rows.txt`` beside it).
         unlabelled_root: a folder of extra images without labels, added to training (needs a
             teacher: ``--model.teacher`` or ``teacher_outputs``).
         predict_split: what ``predict`` runs on without ``predict_dir``: ``all`` (every image of
@@ -140,7 +138,11 @@ class CelebADataModule(TaskDataModule):
             module resizes each batch to its own size.
     """
 
-    layout = f"{IMAGE_FOLDER}/*.jpg, {ATTRIBUTE_FILE} and {PARTITION_FILE}"
+    layout = (
+        "CelebA as downloaded: list_attr_celeba.txt and list_eval_partition.txt (in the root or in Anno/ and "
+        "Eval/) or Kaggle's list_attr_celeba.csv and list_eval_partition.csv, and the images in "
+        "img_align_celeba/ (or Img/, or img_align_celeba_png/)"
+    )
 
     def __init__(
         self,
@@ -163,32 +165,38 @@ class CelebADataModule(TaskDataModule):
         self.predict_split = predict_split
         self.min_scale = min_scale
         self.view_resolution = view_resolution or resolution
-        names, self.image_names, self.labels = read_attribute_file(self.root / ATTRIBUTE_FILE)
-        self.attribute_names: list[str] = names
-        self.partition = read_partition_file(self.root / PARTITION_FILE, self.image_names)
-        self._teacher_table: dict[str, np.ndarray] | None = None
+        celeba = read_celeba(self.root)
+        self.celeba_layout = celeba.layout
+        self.attribute_names: list[str] = celeba.attribute_names
+        self.image_names, self.labels, self.partition = celeba.image_names, celeba.labels, celeba.partition
+        self._teacher_outputs: TeacherOutputs | None = None
 
     def demo_root(self) -> Path:
         return ensure_celeba_demo()
 
     # --- pieces ------------------------------------------------------------------------------
-    def teacher_table(self) -> dict[str, np.ndarray] | None:
+    def teacher_table(self) -> TeacherOutputs | None:
         """``teacher_outputs`` read once (image name -> probabilities), or None."""
-        if self.teacher_outputs is not None and self._teacher_table is None:
-            self._teacher_table = read_attributes_csv(self.teacher_outputs, self.attribute_names)
-        return self._teacher_table
+        if self.teacher_outputs is not None and self._teacher_outputs is None:
+            self._teacher_outputs = read_teacher_outputs(self.teacher_outputs, self.attribute_names)
+        return self._teacher_outputs
+
+    def train_labels(self) -> np.ndarray:
+        """The 0/1 labels (N, A) of the training partition: what ``--model.pos_weight auto`` counts."""
+        return self.labels[self.partition == PARTITIONS["train"]]
 
     def _partition(self, split: str) -> tuple[list[Path], list[str], np.ndarray]:
         """Paths, names and labels of one partition; every listed image must exist."""
+        layout = self.celeba_layout
         rows = np.flatnonzero(self.partition == PARTITIONS[split])
         if len(rows) == 0:
-            raise BadInputError(f"{str(self.root / PARTITION_FILE)!r} puts no image in the {split} partition.")
+            raise BadInputError(f"{str(layout.partition_file)!r} puts no image in the {split} partition.")
         names = [self.image_names[i] for i in rows]
-        paths = [self.root / IMAGE_FOLDER / name for name in names]
+        paths = [layout.image_path(name) for name in names]
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise BadInputError(
-                f"The image {str(missing[0])!r} is listed in {ATTRIBUTE_FILE} but does not exist "
+                f"The image {str(missing[0])!r} is listed in {layout.attribute_file.name} but does not exist "
                 f"({len(missing)} of the {len(paths)} {split} images are missing)."
             )
         return paths, names, self.labels[rows]
@@ -209,7 +217,7 @@ class CelebADataModule(TaskDataModule):
             )
         return paths, names
 
-    def _teacher_rows(self, names: Sequence[str], split: str, required: bool) -> np.ndarray | None:
+    def _teacher_rows(self, names: Sequence[str], split: str, required: bool) -> TeacherRows | None:
         """The teacher's probabilities of ``names`` from ``teacher_outputs``, or None.
 
         Training needs a row for every image; for an evaluation split a partial file only means
@@ -218,7 +226,8 @@ class CelebADataModule(TaskDataModule):
         table = self.teacher_table()
         if table is None:
             return None
-        missing = [n for n in names if n not in table]
+        rows = table.rows(names)
+        missing = [names[i] for i in np.flatnonzero(rows < 0)]
         if missing and required:
             raise BadInputError(
                 f"The teacher outputs file {str(self.teacher_outputs)!r} has no row for the {split} image "
@@ -232,7 +241,7 @@ class CelebADataModule(TaskDataModule):
                 stacklevel=2,
             )
             return None
-        return np.stack([table[n] for n in names])
+        return TeacherRows(table, rows)
 
     def _dataset(self, split: str, transform: Callable[[Image], Tensor]) -> FaceAttributeDataset:
         paths, names, labels = self._partition(split)
@@ -272,6 +281,6 @@ class CelebADataModule(TaskDataModule):
         return FaceAttributeDataset(paths, names, labels, np.zeros(len(paths), bool), self.predict_transform())
 
     def output_names(self, stage: str) -> OutputNames:
-        """One output per attribute, in ``list_attr_celeba.txt``'s column order; ``predict`` writes
+        """One output per attribute, in the attribute list's column order; ``predict`` writes
         the columns of ``attributes.csv`` under these names."""
         return {"attributes": list(self.attribute_names)}

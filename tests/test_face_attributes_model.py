@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 from backbone import count_complexity
 from backbone.paper_tables import ROWS
 from tasks.face_attributes.losses import attribute_loss, distillation_loss, per_image_cross_entropy
-from tasks.face_attributes.metrics import AttributeAveragePrecision, summarise
+from tasks.face_attributes.metrics import AttributeScores, summarise
 from tasks.face_attributes.model import build_attribute_net
 
 NAMES = [f"a{i}" for i in range(6)]
@@ -27,10 +27,11 @@ def _scores(seed: int, n: int = 57) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_mean_ap_matches_scikit_learn_over_several_batches() -> None:
     preds, target = _scores(0)
-    metric = AttributeAveragePrecision(len(NAMES))
+    metric = AttributeScores(len(NAMES))
     for chunk in range(0, len(preds), 10):
         metric.update(preds[chunk : chunk + 10], target[chunk : chunk + 10])
-    scored, mean, left_out = summarise(*metric.compute(), NAMES)
+    result = metric.compute()
+    scored, mean, left_out = summarise(result.ap, result.positives, NAMES)
     expected = [average_precision_score(target[:, i], preds[:, i]) for i in range(len(NAMES))]
     assert left_out == []
     assert [scored[n] for n in NAMES] == pytest.approx(expected, abs=1e-6)
@@ -40,9 +41,10 @@ def test_mean_ap_matches_scikit_learn_over_several_batches() -> None:
 def test_attribute_without_positives_is_left_out_not_zero() -> None:
     preds, target = _scores(1)
     target[:, 2] = 0
-    metric = AttributeAveragePrecision(len(NAMES))
+    metric = AttributeScores(len(NAMES))
     metric.update(preds, target)
-    scored, mean, left_out = summarise(*metric.compute(), NAMES)
+    result = metric.compute()
+    scored, mean, left_out = summarise(result.ap, result.positives, NAMES)
     assert left_out == ["a2"] and "a2" not in scored
     expected = [average_precision_score(target[:, i], preds[:, i]) for i in range(len(NAMES)) if i != 2]
     assert mean == pytest.approx(float(np.mean(expected)), abs=1e-6)

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from datasets.attribute_files import ATTRIBUTE_FILE, read_attributes_csv
+from datasets.teacher_outputs import read_teacher_outputs
 from tasks.face_attributes import module as face_attributes
 from tasks.face_attributes.task import TASK as FACE_ATTRIBUTES
 from tests.probes import expect_one_sentence, one_torch_thread, read_metrics, tiny_run_args
@@ -59,6 +60,11 @@ def test_supervised_fit_test_predict(teacher: Path, tiny_celeba: Path) -> None:
     assert scored == [n for n, positive in zip(names, val.any(0), strict=True) if positive] and len(scored) < 10
     assert "mean_ap" in fitted and "emulation_ce" not in fitted
     assert fitted["mean_ap"] == pytest.approx(np.mean([fitted[n] for n in scored]), abs=1e-6)
+    # Accuracy counts every attribute (with or without positives); the tuned one is >= at 0.5 on val.
+    for prefix, mean in (("accuracy", "mean_accuracy"), ("accuracy_tuned", "mean_accuracy_tuned")):
+        values = [fitted[f"{prefix}/{n[3:]}"] for n in names]
+        assert fitted[mean] == pytest.approx(np.mean(values), abs=1e-6)
+    assert all(fitted[f"accuracy_tuned/{n[3:]}"] >= fitted[f"accuracy/{n[3:]}"] for n in names)
     assert (teacher / "checkpoints" / "last.ckpt").is_file()
 
     common = fast_args(tiny_celeba, teacher, "--ckpt_path", "last", width="0.5", resolution="48")
@@ -69,7 +75,7 @@ def test_supervised_fit_test_predict(teacher: Path, tiny_celeba: Path) -> None:
     assert len(reports) == 1 and all(repr(name) in reports[0] for name in left_out)
     assert metrics(teacher)["mean_ap"] == pytest.approx(fitted["mean_ap"], abs=1e-6)  # same weights, same images
 
-    FACE_ATTRIBUTES.main(["predict", *common])
+    FACE_ATTRIBUTES.main(["predict", *common, "--model.predict_labels", "true"])
     path = newest_log_dir(teacher) / "attributes.csv"
     with path.open() as handle:
         rows = list(csv.reader(handle))
@@ -77,6 +83,21 @@ def test_supervised_fit_test_predict(teacher: Path, tiny_celeba: Path) -> None:
     assert [r[0] for r in rows[1:]] == [f"{i:06d}.jpg" for i in range(1, 29)]  # every partition, in order
     probs = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
     assert probs.min() >= 0 and probs.max() <= 1 and probs.std() > 0
+    array = read_teacher_outputs(path.with_name("attributes.npy"), read_names(tiny_celeba))
+    assert array.names == [r[0] for r in rows[1:]]
+    np.testing.assert_allclose(array.probabilities(np.arange(28)), probs, atol=5e-7)  # the CSV's 6 decimals
+    # The yes/no file: each probability above the threshold the checkpoint holds (chosen on val).
+    state = torch.load(teacher / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert bool(state["thresholds_chosen"]) and not torch.all(state["attribute_thresholds"] == 0.5)
+    with path.with_name("attribute_labels.csv").open() as handle:
+        labels = list(csv.reader(handle))
+    assert labels[0] == rows[0] and [r[0] for r in labels[1:]] == [r[0] for r in rows[1:]]
+    decided = array.probabilities(np.arange(28)).astype(np.float64) > state["attribute_thresholds"].numpy()
+    np.testing.assert_array_equal(np.array([[int(v) for v in r[1:]] for r in labels[1:]]), decided)
+
+    FACE_ATTRIBUTES.main(["test", *common])  # the test split at the thresholds chosen on val
+    tested = metrics(teacher)
+    assert {"mean_accuracy", "mean_accuracy_tuned"} <= set(tested) and tested["mean_accuracy_tuned"] > 0.5
 
 
 def test_predict_a_folder_names_images_by_relative_path(teacher: Path, tiny_celeba: Path, tmp_path: Path) -> None:
@@ -100,6 +121,11 @@ def read_names(root: Path) -> list[str]:
     ("extra", "message"),
     [
         (["--model.hard_label_weight", "1.5"], r"--model.hard_label_weight is 1.5; expected a number in \[0, 1\]"),
+        (
+            ["--model.pos_weight", "sometimes"],
+            r"^error: --model.pos_weight is 'sometimes'; expected 'none', 'auto' or a list, each item a number > 0.$",
+        ),
+        (["--model.pos_weight", "[1, 0]"], r"^error: --model.pos_weight holds 0; expected a number > 0.$"),
         (["--data.unlabelled_root", "/no/such/dir"], r"unlabelled image folder '/no/such/dir' does not exist"),
         (["--data.teacher_outputs", "/no/t.csv"], r"teacher outputs file '/no/t.csv' does not exist"),
         (["--model.teacher", "/no/t.ckpt"], r"^error: The checkpoint '/no/t.ckpt' does not exist.$"),
@@ -149,11 +175,18 @@ def test_student_from_teacher_outputs_on_unlabelled_images(
     assert len(read_attributes_csv(teacher_outputs, read_names(tiny_celeba))) == 34  # 28 + 6 unlabelled
     extra = ["--trainer.max_epochs", "1", "--data.teacher_outputs", str(teacher_outputs)]
     extra += ["--data.unlabelled_root", str(tiny_celeba / "unlabelled")]
-    extra += ["--model.hard_label_weight", "0.2", "--model.temperature", "2"]
+    extra += ["--model.hard_label_weight", "0.2", "--model.temperature", "2", "--model.pos_weight", "auto"]
     FACE_ATTRIBUTES.main(["fit", *fast_args(tiny_celeba, tmp_path, *extra)])
     result = metrics(tmp_path)
     assert "mean_ap" in result and 0 < result["emulation_ce"] < 2
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5  # 22 / 4
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 5  # 22 / 4
+    # pos_weight auto: negatives / positives of the 16 labelled training images only (not unlabelled, val, test).
+    rows = [line.split() for line in (tiny_celeba / ATTRIBUTE_FILE).read_text().splitlines()[2:18]]
+    positives = np.array([[v == "1" for v in r[1:]] for r in rows]).sum(0)
+    expected = np.where(positives > 0, (16 - positives) / np.maximum(positives, 1), 1.0)
+    np.testing.assert_allclose(saved["state_dict"]["attribute_pos_weight"].numpy(), expected, rtol=1e-6)
+    assert saved["hyper_parameters"]["pos_weight"] == "auto"
 
 
 def test_live_teacher_and_its_outputs_file_agree(
@@ -169,9 +202,12 @@ def test_live_teacher_and_its_outputs_file_agree(
     student = tmp_path / "checkpoints" / "last.ckpt"
     saved = torch.load(student, weights_only=False)
     assert "teacher" not in saved["hyper_parameters"]
-    assert sum(v.numel() for k, v in saved["state_dict"].items() if "running" not in k and "batches" not in k) == (
-        sum(p.numel() for p in face_attributes.FaceAttributesModule(read_names(tiny_celeba), width=0.25).parameters())
-    )  # no teacher weights in the student's checkpoint
+    student_module = face_attributes.FaceAttributesModule(read_names(tiny_celeba), width=0.25)
+    own_buffers = {name for name, _ in student_module.named_buffers(recurse=False)}  # thresholds, class weights
+    weights = [v for k, v in saved["state_dict"].items() if "running" not in k and "batches" not in k]
+    assert sum(v.numel() for k, v in saved["state_dict"].items() if k in own_buffers) == 2 * 10 + 1
+    assert sum(v.numel() for v in weights) - 21 == sum(p.numel() for p in student_module.parameters())
+    # no teacher weights in the student's checkpoint
     results = {}
     for how in (["--model.teacher", ckpt], ["--data.teacher_outputs", str(teacher_outputs)]):
         FACE_ATTRIBUTES.main(["validate", *fast_args(tiny_celeba, tmp_path, "--ckpt_path", str(student), *how)])

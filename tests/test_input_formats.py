@@ -69,6 +69,22 @@ def read_partitions(path: Path) -> Any:
     return read_partition_file(path, ["000001.jpg", "000002.jpg", "000003.jpg"])
 
 
+KAGGLE_ATTRIBUTES = "image_id,Bangs,Smiling,Young\n000001.jpg,-1,1,1\n000002.jpg,1,-1,1\n000003.jpg,-1,-1,-1\n"
+KAGGLE_PARTITIONS = "image_id,partition\n000001.jpg,0\n000002.jpg,1\n000003.jpg,2\n"
+
+
+def read_kaggle_attributes(path: Path) -> Any:
+    from datasets.attribute_files import read_attribute_csv
+
+    return read_attribute_csv(path)[1:]
+
+
+def read_kaggle_partitions(path: Path) -> Any:
+    from datasets.attribute_files import read_partition_csv
+
+    return read_partition_csv(path, ["000001.jpg", "000002.jpg", "000003.jpg"])
+
+
 def read_geo(path: Path) -> Any:
     from datasets.geo_photos import read_geo_csv
 
@@ -162,6 +178,40 @@ TEXT_FORMATS: dict[str, tuple[str, Callable[[Path], Any], Callable[[], str], dic
             ),
             "dangling_reference": Damage(
                 lambda t: t + "000009.jpg 1\n", r"{path}' line 4: image is '000009.jpg'; expected an image listed in"
+            ),
+        },
+    ),
+    "celeba_kaggle_attributes": (
+        "list_attr_celeba.csv",
+        read_kaggle_attributes,
+        lambda: KAGGLE_ATTRIBUTES,
+        {
+            "not_utf8": Damage(latin1("Smiling"), r"{path}' is not UTF-8 text \(byte 0xe9 on line 1\)"),
+            "missing_column": Damage(
+                replace("image_id,", "id,"), r"{path}' line 1: the header .* no column 'image_id'"
+            ),
+            "wrong_type": Damage(replace("000002.jpg,1,-1", "000002.jpg,1,no"), r"{path}' line 3: Smiling of '000002"),
+            "out_of_range": Damage(replace("000002.jpg,1,-1", "000002.jpg,1,0"), r"{path}' line 3: Smiling .* is '0'"),
+            "duplicate_id": Damage(
+                replace("000003.jpg", "000002.jpg"), r"{path}' line 4: image_id is '000002.jpg'; .* once"
+            ),
+            "dangling_reference": Damage(replace("-1,1,1\n", "-1,1\n"), r"{path}' line 2: there are 3 fields"),
+        },
+    ),
+    "celeba_kaggle_partition": (
+        "list_eval_partition.csv",
+        read_kaggle_partitions,
+        lambda: KAGGLE_PARTITIONS,
+        {
+            "not_utf8": Damage(latin1("000002.jpg"), r"{path}' is not UTF-8 text \(byte 0xe9 on line 3\)"),
+            "missing_column": Damage(replace(",partition", ",split"), r"{path}' line 1: the header .* 'partition'"),
+            "wrong_type": Damage(replace("000002.jpg,1", "000002.jpg,val"), r"{path}' line 3: partition is 'val'"),
+            "out_of_range": Damage(replace("000002.jpg,1", "000002.jpg,3"), r"{path}' line 3: partition is '3'"),
+            "duplicate_id": Damage(
+                replace("000003.jpg", "000002.jpg"), r"{path}' line 4: image_id is '000002.jpg'; .* once"
+            ),
+            "dangling_reference": Damage(
+                lambda t: t + "000009.jpg,1\n", r"{path}' line 5: image_id is '000009.jpg'; expected an image listed"
             ),
         },
     ),

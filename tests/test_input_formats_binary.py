@@ -263,11 +263,16 @@ def test_a_damaged_stanford_dogs_list_is_named(case: str, tmp_path: Path) -> Non
 TRIED = {
     "celeba_attributes": "CelebA attribute file",
     "celeba_partition": "CelebA partition file",
+    "celeba_kaggle_attributes": "CelebA attribute CSV",
+    "celeba_kaggle_partition": "CelebA partition CSV",
     "geotagged_csv": "geotagged photo CSV",
     "cells_csv": "cells file",
     "geoestimation_cells_csv": "GeoEstimation cells file",
     "lfw_pairs": "LFW pairs file",
     "teacher_attributes_csv": "teacher outputs file",
+    # attributes.npy + attributes_rows.txt, damaged each way: tests/test_face_attributes_teacher_outputs.py
+    "teacher_attributes_npy": "teacher outputs array",
+    "teacher_attributes_rows": "teacher outputs rows file",
     "embeddings": "embeddings file",
     "embedding paths": "embedding paths file",
     "index sidecar": "face index metadata",
@@ -285,7 +290,7 @@ def test_every_declared_format_is_tried_here() -> None:
 
     readers = ["attribute_files", "embedding_files", "face_identities", "geo_cells", "geo_partition", "geo_photos"]
     readers += ["geo_tables", "lfw"]
-    readers += ["stanford_dogs", "wider_face"]
+    readers += ["stanford_dogs", "wider_face", "celeba_layouts", "teacher_outputs"]
     for module in [
         *(f"datasets.{name}" for name in readers),
         "tasks.face_embedding.index",
