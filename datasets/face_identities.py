@@ -135,7 +135,7 @@ class FaceImages(Dataset[dict[str, Any]]):
         teacher: np.ndarray | None = None,
     ) -> None:
         self.paths = paths if isinstance(paths, PackedPaths) else PackedPaths.of(paths)
-        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        self.labels = np.asarray(labels, dtype=np.int32).reshape(-1)  # 3.3M labels: 13 MB, not 26
         count = len(self.paths)
         self.sources = np.full(count, SOURCE_HELDOUT, np.int8) if sources is None else np.asarray(sources, np.int8)
         self.transform = transform
@@ -326,7 +326,12 @@ class FaceDataModule(TaskDataModule):
     def train_dataset(self) -> Dataset:
         files = list(self.train_identities.values())
         paths = PackedPaths.concat(files)
-        labels = np.repeat(np.arange(len(files)), [len(f) for f in files])
+        counts = np.asarray([len(f) for f in files], np.int64)
+        labels = np.repeat(np.arange(len(files), dtype=np.int32), counts)
+        # Each identity's paths become a view of the training arrays: one copy of 3.3M paths, not two.
+        ends = np.cumsum(counts)
+        for name, start, end in zip(self.train_identities, ends - counts, ends, strict=True):
+            self.train_identities[name] = paths.slice(int(start), int(end))
         teacher = None
         if self.teacher_embeddings is not None:
             teacher = read_teacher_embeddings(self.teacher_embeddings, paths, self.root)

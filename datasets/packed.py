@@ -45,16 +45,19 @@ class PackedStrings:
     def tolist(self) -> list[str]:
         return [self[i] for i in range(len(self))]
 
+    def slice(self, start: int, end: int) -> PackedStrings:
+        """Strings ``start:end`` as a view: the same byte buffer, no copy (offsets index into it)."""
+        return PackedStrings(self.data, self.offsets[start : end + 1])
+
     @classmethod
     def concat(cls, parts: Sequence[PackedStrings]) -> PackedStrings:
-        """The strings of every part, in order."""
+        """The strings of every part (views too), in order, in one new buffer."""
         if not parts:
             return cls.from_list([])
-        sizes = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
-        offsets = np.concatenate(
-            [parts[0].offsets[:1]] + [p.offsets[1:] + size for p, size in zip(parts, sizes, strict=True)]
-        )
-        return cls(np.concatenate([p.data for p in parts]), offsets.astype(np.int64))
+        data = [p.data[p.offsets[0] : p.offsets[-1]] for p in parts]
+        sizes = np.cumsum([0] + [len(d) for d in data[:-1]])
+        shifted = [p.offsets[1:] - p.offsets[0] + size for p, size in zip(parts, sizes, strict=True)]
+        return cls(np.concatenate(data), np.concatenate([np.zeros(1, np.int64), *shifted]).astype(np.int64))
 
 
 class PackedPaths(Sequence[Path]):
@@ -93,6 +96,10 @@ class PackedPaths(Sequence[Path]):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def slice(self, start: int, end: int) -> PackedPaths:
+        """Paths ``start:end`` as a view of these arrays (no copy)."""
+        return PackedPaths(self.names.slice(start, end), self.folders, self.folder_of[start:end])
 
     def __getitem__(self, index: int) -> Path:  # type: ignore[override]
         if not -len(self) <= index < len(self):

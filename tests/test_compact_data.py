@@ -154,3 +154,17 @@ def test_a_packed_identity_tree_reads_as_the_path_lists(tmp_path: Path) -> None:
     assert sum(map(len, packed.values())) == 40 and len(packed) == 7
     row = probe("faces", tmp_path, batches=2, workers=0)
     assert row["setup_s"] > 0 and row["pss_all_end_gb"] > 0
+
+
+def test_packed_views_and_concatenation_keep_every_string() -> None:
+    from datasets.packed import PackedPaths
+
+    words = ["a", "", "héllo", "x" * 300, "b/c"]
+    packed = PackedStrings.from_list(words)
+    view = packed.slice(1, 4)
+    assert view.tolist() == words[1:4] and view.data is packed.data  # a view, no copy
+    assert PackedStrings.concat([view, packed.slice(0, 1), packed]).tolist() == words[1:4] + words[:1] + words
+    paths = PackedPaths.of(["/r/a/1.jpg", "/r/b/2.jpg", "/r/a/3.jpg"])
+    assert paths.folders == ("/r/a", "/r/b") and paths.folder_of.tolist() == [0, 1, 0]
+    joined = PackedPaths.concat([paths.slice(1, 3), PackedPaths.in_folder("/s", ["z.png"])])
+    assert [str(p) for p in joined] == ["/r/b/2.jpg", "/r/a/3.jpg", "/s/z.png"]
