@@ -29,8 +29,10 @@ from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution, 
 from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.faces import ensure_demo_faces
 from datasets.embedding_files import read_teacher_embeddings
+from datasets.face_shards import face_data_meta, face_records, restore_from_shards
 from datasets.images import image_files, read_rgb
 from datasets.lfw import LfwPairs, read_pairs
+from datasets.shards import ShardImages, ShardsOrder, ShardSplit
 
 # Which evaluation set an image of the validation split belongs to.
 SOURCE_LFW, SOURCE_HELDOUT = 0, 1
@@ -111,7 +113,9 @@ class FaceImages(Dataset[dict[str, Any]]):
         transform: v2.Transform,
         sources: Sequence[int] | None = None,
         teacher: np.ndarray | None = None,
+        shards: ShardImages | None = None,
     ) -> None:
+        self.shards = shards  # the images read from shards (item i is image i) instead of the files
         self.paths = list(paths)
         self.labels = list(labels)
         self.sources = list(sources) if sources is not None else [SOURCE_HELDOUT] * len(self.paths)
@@ -124,7 +128,7 @@ class FaceImages(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         teacher = torch.from_numpy(self.teacher[index]) if self.teacher is not None else torch.empty(0)
         return {
-            "image": self.transform(read_rgb(self.paths[index])),
+            "image": self.transform(read_rgb(self.paths[index]) if self.shards is None else self.shards.read(index)),
             "label": self.labels[index],
             "index": index,
             "source": self.sources[index],
@@ -216,6 +220,8 @@ class FaceDataModule(TaskDataModule):
             training; evaluation and predict batches may have any size).
         teacher_embeddings: precomputed teacher embeddings for distillation (``read_teacher_embeddings``).
         min_scale: smallest area fraction of the training crop.
+        shards, shards_order: the splits read from shards (``datasets.face_shards``): the identities
+            held out and the LFW pairs are then the writer's, and the options choosing them unused.
     """
 
     layout = "<identity>/*.jpg folders (VGGFace2 / CASIA-WebFace layout)"
@@ -234,8 +240,16 @@ class FaceDataModule(TaskDataModule):
         teacher_embeddings: str | None = None,
         min_scale: CropScale = 0.8,
         test_root: str | None = None,
+        shards: str | None = None,
+        shards_order: ShardsOrder = "index",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir, shards, shards_order)
+        self.images_per_identity = images_per_identity
+        self.teacher_embeddings = teacher_embeddings
+        self.min_scale = min_scale
+        if self.shards is not None:
+            restore_from_shards(self)
+            return
         if lfw_root is None and self.uses_demo:  # the demo brings its own LFW-layout set (validates_on_lfw)
             lfw_root = str(self.root.parent / "lfw")
         self.lfw_root = Path(lfw_root).expanduser() if lfw_root else None
@@ -243,9 +257,6 @@ class FaceDataModule(TaskDataModule):
             raise BadInputError(
                 f"The LFW root {str(self.lfw_root)!r} does not exist; expected a folder with lfw/ and pairs.txt."
             )
-        self.images_per_identity = images_per_identity
-        self.teacher_embeddings = teacher_embeddings
-        self.min_scale = min_scale
         everyone = identity_images(self.root)
         needs_test_share = self.lfw_root is None and test_root is None
         # validation share first, then (only when nothing else can test) a test share of the same size
@@ -299,6 +310,25 @@ class FaceDataModule(TaskDataModule):
         if self.teacher_embeddings is not None:
             teacher = read_teacher_embeddings(self.teacher_embeddings, paths, self.root)
         return FaceImages(paths, labels, face_train_transform(self.resolution, self.min_scale), teacher=teacher)
+
+    # --- shards (datasets.face_shards) --------------------------------------------------------
+    def shard_data_meta(self) -> dict[str, Any]:
+        return face_data_meta(self)
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        dataset = self.dataset(split)
+        assert isinstance(dataset, FaceImages)
+        return face_records(self, dataset)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        paths = [Path(path) for path in shard.column("path")]  # training ones: under --data.root, as the teacher's
+        train, teacher = split == "train", None
+        if train and self.teacher_embeddings is not None:
+            teacher = read_teacher_embeddings(self.teacher_embeddings, paths, Path())
+        transform = (
+            face_train_transform(self.resolution, self.min_scale) if train else face_eval_transform(self.resolution)
+        )
+        return FaceImages(paths, shard.column("label"), transform, shard.column("source"), teacher, images)
 
     def val_dataset(self) -> Dataset:
         if not self.heldout_identities:
