@@ -153,6 +153,10 @@ class TaskDataModule(LightningDataModule):
         with its images read from ``images``: the folder layout's dataset class and transforms."""
         raise NotImplementedError(f"{type(self).__name__} does not support shards.")
 
+    def predict_from_shards(self) -> Dataset:
+        """What ``predict`` reads from shards without ``--data.predict_dir``: the test split."""
+        return self.dataset("test")
+
     def output_names(self, stage: str) -> OutputNames | None:
         """What each output unit of the model means in this data: ``{head: [name of unit 0, ...]}``.
 
@@ -185,7 +189,7 @@ class TaskDataModule(LightningDataModule):
         a layout that tests on its val split (no ``test_dataset`` of its own) reads val's shards."""
         assert self.shards is not None
         if split == "predict":
-            return self.predict_dataset() if self.predict_dir is not None else self.dataset("test")
+            return self.predict_dataset() if self.predict_dir is not None else self.predict_from_shards()
         own_test = type(self).test_dataset is not TaskDataModule.test_dataset
         if split == "test" and not own_test and not self.shards.has("test"):
             return self.dataset("val")

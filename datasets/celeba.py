@@ -42,8 +42,10 @@ from datasets.attribute_files import (
     read_partition_file,
 )
 from datasets.base import OutputNames, TaskDataModule
+from datasets.celeba_shards import celeba_from_shards, celeba_predict, celeba_records
 from datasets.demo.celeba import ensure_celeba_demo
 from datasets.images import PredictFolder, image_files, read_rgb
+from datasets.shards import ShardImages, ShardsOrder, ShardSplit
 
 PredictSplit = Literal["all", "train", "val", "test"]
 
@@ -89,7 +91,9 @@ class FaceAttributeDataset(Dataset[dict[str, Any]]):
         labelled: np.ndarray,
         transform: Callable[[Image], Tensor],
         teacher: np.ndarray | None = None,
+        shards: ShardImages | None = None,  # the images read from shards (item i is image i)
     ) -> None:
+        self.shards = shards
         self.paths, self.names = list(paths), list(names)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.labelled = torch.as_tensor(labelled, dtype=torch.bool)
@@ -101,7 +105,7 @@ class FaceAttributeDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = {
-            "image": self.transform(read_rgb(self.paths[index])),
+            "image": self.transform(read_rgb(self.paths[index]) if self.shards is None else self.shards.read(index)),
             "labels": self.labels[index],
             "labelled": self.labelled[index],
             "name": self.names[index],
@@ -154,8 +158,10 @@ class CelebADataModule(TaskDataModule):
         predict_split: PredictSplit = "all",
         min_scale: CropScale = 0.8,
         view_resolution: Resolution | None = None,
+        shards: str | None = None,
+        shards_order: ShardsOrder = "index",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir, shards, shards_order)
         self.teacher_outputs = Path(teacher_outputs).expanduser() if teacher_outputs else None
         self.unlabelled_root = Path(unlabelled_root).expanduser() if unlabelled_root else None
         if self.unlabelled_root is not None and not self.unlabelled_root.is_dir():
@@ -163,6 +169,9 @@ class CelebADataModule(TaskDataModule):
         self.predict_split = predict_split
         self.min_scale = min_scale
         self.view_resolution = view_resolution or resolution
+        if self.shards is not None:  # --data.shards: the names from the shards, no file read (datasets.celeba_shards)
+            self.attribute_names, self._teacher_table = self.shards.data_meta()["attributes"], None
+            return
         names, self.image_names, self.labels = read_attribute_file(self.root / ATTRIBUTE_FILE)
         self.attribute_names: list[str] = names
         self.partition = read_partition_file(self.root / PARTITION_FILE, self.image_names)
@@ -270,6 +279,19 @@ class CelebADataModule(TaskDataModule):
             names = [n for part in parts for n in part[1]] + extra_names
             labels = np.zeros((len(paths), len(self.attribute_names)), np.uint8)
         return FaceAttributeDataset(paths, names, labels, np.zeros(len(paths), bool), self.predict_transform())
+
+    # --- shards (datasets.celeba_shards) --------------------------------------------------------
+    def shard_data_meta(self) -> dict[str, Any]:
+        return {"attributes": list(self.attribute_names)}
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        return celeba_records(self, split)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        return celeba_from_shards(self, split, shard, images)
+
+    def predict_from_shards(self) -> Dataset:
+        return celeba_predict(self)
 
     def output_names(self, stage: str) -> OutputNames:
         """One output per attribute, in ``list_attr_celeba.txt``'s column order; ``predict`` writes

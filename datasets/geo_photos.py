@@ -37,9 +37,11 @@ from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, float_range
 from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.geo import ensure_geo_demo
 from datasets.geo_partition import Partition, S2Level, build_partition, check_thresholds
+from datasets.geo_shards import geo_from_shards, geo_records, geo_table
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
 from datasets.schema import Field, Format
+from datasets.shards import ShardImages, ShardSplit
 from datasets.text import split_lines
 
 COLUMNS = ("IMG_ID", "LAT", "LON")
@@ -220,6 +222,8 @@ class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
         cells: (N, P) class of each photo in each of P partitions (training), or None (evaluation).
     """
 
+    shards: ShardImages | None = None  # the images read from shards instead (image i is item i): datasets.geo_shards
+
     def __init__(self, images: Path, table: GeoTable, transform: v2.Transform, cells: np.ndarray | None = None):
         assert table.ids is not None
         self.images = images
@@ -233,7 +237,7 @@ class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         assert self.table.ids is not None
         path = self.images / self.table.ids[index].decode()
-        image = self.transform(read_rgb(path))
+        image = self.transform(read_rgb(path) if self.shards is None else self.shards.read(index))
         if self.cells is not None:
             return image, {"cells": torch.from_numpy(self.cells[index])}
         latlon = torch.tensor([self.table.lat[index], self.table.lon[index]], dtype=torch.float64)
@@ -288,6 +292,8 @@ class GeoPhotosDataModule(TaskDataModule):
     # --- the training photos and their cells -------------------------------------------------
     def split_tables(self) -> tuple[GeoTable, GeoTable]:
         """(train, val): ``val.csv`` if present, else a fixed random share of ``train.csv``."""
+        if self._split_tables is None and self.shards is not None:  # datasets.geo_shards
+            self._split_tables = (geo_table(self.shards.split("train")), geo_table(self.shards.split("val")))
         if self._split_tables is None:
             train = read_geo_csv(self.root / "train.csv")
             if (self.root / "val.csv").is_file():
@@ -355,7 +361,8 @@ class GeoPhotosDataModule(TaskDataModule):
     def num_cells(self) -> int:
         """Classes of the finest partition (linked into ``--model.num_cells``); 0 when there is no
         training set to build them from (test/predict then take them from the checkpoint)."""
-        if self._partitions is None and self.cells_file is None and not (self.root / "train.csv").is_file():
+        has_train = self.shards.has("train") if self.shards else (self.root / "train.csv").is_file()
+        if self._partitions is None and self.cells_file is None and not has_train:
             return 0
         return len(self.partitions[-1])
 
@@ -424,3 +431,13 @@ class GeoPhotosDataModule(TaskDataModule):
 
     def demo_root(self) -> Path:
         return ensure_geo_demo()
+
+    # --- shards (datasets.geo_shards) ---------------------------------------------------------
+    def shard_data_meta(self) -> dict[str, Any]:
+        return {}
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        return geo_records(self, split)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        return geo_from_shards(self, split, shard, images)

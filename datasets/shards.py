@@ -24,6 +24,7 @@ from).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL.Image import Image
 
 from backbone.errors import BadInputError
@@ -189,6 +191,7 @@ class ShardImages:
     def __init__(self, split: ShardSplit) -> None:
         self.location = split.location
         self.count = split.count
+        self.rows: np.ndarray | None = None  # a subset's items (``take``): image i is item rows[i]
         self._reader: Any = None
         found = len(self._open())  # index.json read now: a missing one is said before any step
         if found != split.count:
@@ -214,10 +217,18 @@ class ShardImages:
         return {**self.__dict__, "_reader": None}
 
     def __len__(self) -> int:
-        return self.count
+        return self.count if self.rows is None else len(self.rows)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> ShardImages:
+        """The images of items ``rows`` (a dataset that keeps part of a split: image i is item rows[i])."""
+        subset = copy.copy(self)
+        rows = np.asarray(rows, np.int64)
+        subset.rows = rows if self.rows is None else self.rows[rows]
+        return subset
 
     def item(self, index: int) -> dict[str, Any]:
         """Item ``index`` as stored: ``index``, ``image`` (bytes) and ``record`` (JSON text)."""
+        index = index if self.rows is None else int(self.rows[index])
         item = self._open()[index]
         if item["index"] != index:
             raise BadInputError(
@@ -228,7 +239,8 @@ class ShardImages:
 
     def read(self, index: int) -> Image:
         """Image ``index`` as an RGB PIL image (``datasets.images.read_rgb``'s decoding)."""
-        return decode_rgb(self.item(index)["image"], f"{index} of the shards at {self.location!r}")
+        item = self.item(index)
+        return decode_rgb(item["image"], f"{item['index']} of the shards at {self.location!r}")
 
     def record(self, index: int) -> dict[str, Any]:
         return json.loads(self.item(index)["record"])
