@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from PIL.Image import Image
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
@@ -215,6 +216,8 @@ class TaskDataModule(LightningDataModule):
         dataset = self.dataset(split)
         train = split == "train"
         collate = collate_with_info if isinstance(dataset, PredictFolder) else type(self).collate_fn
+        if train and self.shards is not None and self.shards_order == "stream":
+            return self._stream_loader(dataset)
         return make_loader(
             dataset,
             train=train,
@@ -224,6 +227,24 @@ class TaskDataModule(LightningDataModule):
             sampler=self.train_sampler(dataset) if train else None,
             collate_fn=collate,
             worker_init_fn=type(self).worker_init_fn,
+        )
+
+    def _stream_loader(self, dataset: Dataset) -> DataLoader:
+        """``--data.shards_order stream`` (``datasets.shard_stream``): litdata's order, not the task's sampler."""
+        if self.train_sampler(dataset) is not None:
+            raise BadInputError(
+                "--data.shards_order stream trains in litdata's streamed order, but this task's training batches come "
+                "from its own sampler (e.g. P identities x K images); use --data.shards_order index."
+            )
+        from datasets.shard_stream import stream_loader  # imports litdata
+
+        return stream_loader(
+            dataset,
+            self.batch_size,
+            self.num_workers,
+            type(self).collate_fn,
+            type(self).worker_init_fn,
+            torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -125,8 +125,9 @@ def _fetch_manifest(location: str, folder: str) -> Path:
     try:
         get_downloader(location, folder, []).download_file(f"{location}/{MANIFEST}", str(local))
     except Exception as error:  # noqa: BLE001 - any client's failure (missing object, no access) is one sentence
+        said = (str(error).strip().splitlines() or [""])[0]
         raise MissingShards(
-            f"The shard manifest {location}/{MANIFEST} could not be read ({type(error).__name__}: {error}); expected "
+            f"The shard manifest {location}/{MANIFEST} could not be read ({type(error).__name__}: {said}); expected "
             "a split written by 'python -m tasks.shards write'."
         ) from None
     return local
@@ -192,8 +193,11 @@ class ShardImages:
         self.location = split.location
         self.count = split.count
         self.rows: np.ndarray | None = None  # a subset's items (``take``): image i is item rows[i]
+        self._given: dict[str, Any] | None = None  # an item the stream already read (``give``)
         self._reader: Any = None
-        found = len(self._open())  # index.json read now: a missing one is said before any step
+        # index.json read now: a missing one is said before any step. The items of every chunk, not
+        # len(), which under DDP is this rank's share of a stream (random access reads them all).
+        found = sum(end - start for start, end in self._open().region_of_interest)
         if found != split.count:
             raise BadInputError(
                 f"The shards at {self.location!r} hold {found} items but their {MANIFEST} says {split.count}; "
@@ -204,17 +208,21 @@ class ShardImages:
         if self._reader is None:
             from litdata import StreamingDataset
 
+            # A remote split's chunks are downloaded into $LITDATA_CACHE_DIR (litdata's default:
+            # ~/.lightning/chunks), read here at each opening rather than once at litdata's import.
+            cache = os.environ.get("LITDATA_CACHE_DIR") if is_remote(self.location) else None
             try:
-                self._reader = StreamingDataset(self.location)
+                self._reader = StreamingDataset(self.location, cache_dir=cache)
             except Exception as error:  # noqa: BLE001 - litdata raises several kinds for a missing or bad index
+                said = (str(error).strip().splitlines() or [""])[0]  # litdata adds lines of hints
                 raise BadInputError(
-                    f"The shards at {self.location!r} could not be opened ({type(error).__name__}: {error}); "
+                    f"The shards at {self.location!r} could not be opened ({type(error).__name__}: {said}); "
                     "expected litdata's index.json and chunk files as 'python -m tasks.shards write' writes them."
                 ) from None
         return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_reader": None}
+        return {**self.__dict__, "_reader": None, "_given": None}
 
     def __len__(self) -> int:
         return self.count if self.rows is None else len(self.rows)
@@ -226,9 +234,24 @@ class ShardImages:
         subset.rows = rows if self.rows is None else self.rows[rows]
         return subset
 
+    def position(self, item: int) -> int:
+        """The image number of shard item ``item`` (-1: not one of a subset's)."""
+        if self.rows is None:
+            return item
+        at = int(np.searchsorted(self.rows, item))  # take() is given sorted rows (a kept mask's flatnonzero)
+        return at if at < len(self.rows) and self.rows[at] == item else -1
+
+    def give(self, item: dict[str, Any]) -> None:
+        """The next ``item(i)`` of this item's number returns it: the stream has read it already
+        (``datasets.shard_stream``), and the task's dataset then makes its sample as from random access."""
+        self._given = item
+
     def item(self, index: int) -> dict[str, Any]:
         """Item ``index`` as stored: ``index``, ``image`` (bytes) and ``record`` (JSON text)."""
         index = index if self.rows is None else int(self.rows[index])
+        given, self._given = self._given, None
+        if given is not None and given["index"] == index:
+            return given
         item = self._open()[index]
         if item["index"] != index:
             raise BadInputError(

@@ -273,6 +273,7 @@ TRIED = {
     "embeddings record": "embeddings record",
     "stanford dogs": "Stanford Dogs list",
     "wider face": "WIDER FACE annotation file",  # its damaged lines: tests/test_wider_face.py (malformed, cut, missing)
+    "shard manifest": "shard manifest",  # its damage cases: tests/test_shards.py (test_a_damaged_manifest_is_named)
 }
 
 
@@ -283,7 +284,7 @@ def test_every_declared_format_is_tried_here() -> None:
     from datasets.schema import FORMATS
 
     readers = ["attribute_files", "embedding_files", "face_identities", "geo_partition", "geo_photos", "lfw"]
-    readers += ["stanford_dogs", "wider_face"]
+    readers += ["stanford_dogs", "wider_face", "shards"]
     for module in [
         *(f"datasets.{name}" for name in readers),
         "tasks.face_embedding.index",
