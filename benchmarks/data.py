@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Option, Section, fmt, markdown_table, print_heading, progress, register, verdict
+from benchmarks.data_shards import run_shards
 from benchmarks.data_synthetic import write_coco_split
 
 MAX_SETUP_S = 10.0
@@ -86,7 +87,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{targets['setup_s']}, PSS <= {MAX_PSS_GB:g} GB {targets['pss_main_gb']}, growth <= "
         f"{100 * MAX_GROWTH:g}% {targets['growth']}."
     )
-    return {"images": args.data_images, "json_mb": size_mb, "write_s": written, "rows": rows, "targets": targets}
+    shards = run_shards(args.shards_tasks, args.shards_batches, args.data_workers, args.shards_batch_size)
+    return {
+        "images": args.data_images,
+        "json_mb": size_mb,
+        "write_s": written,
+        "rows": rows,
+        "targets": targets,
+        "shards": shards,
+    }
 
 
 SECTION = register(
@@ -97,6 +106,15 @@ SECTION = register(
             Option("--data-images", 118_287, quick=300, type=int, help="images of the synthetic COCO split"),
             Option("--data-batches", 2000, quick=5, type=int, help="batches read with the loader workers (0: none)"),
             Option("--data-workers", 4, quick=1, type=int, help="DataLoader workers"),
+            Option(
+                "--shards-tasks",
+                ["classification", "fine_grained", "detection", "face_attributes", "geolocation", "face_embedding"],
+                quick=["fine_grained"],
+                nargs="+",
+                help="tasks whose demo is read from shards and from folders (benchmarks.data_shards)",
+            ),
+            Option("--shards-batches", 0, quick=3, type=int, help="training batches timed per read (0: an epoch)"),
+            Option("--shards-batch-size", 32, quick=8, type=int, help="batch size of the shard reads"),
         ),
     )
 )

@@ -212,7 +212,10 @@ class ShardImages:
             # ~/.lightning/chunks), read here at each opening rather than once at litdata's import.
             cache = os.environ.get("LITDATA_CACHE_DIR") if is_remote(self.location) else None
             try:
-                self._reader = StreamingDataset(self.location, cache_dir=cache)
+                # batch_decode 0: one item deserialised per access. litdata's default decodes a window of
+                # 256 items around it, which random access throws away: 0.65-0.96x the folder layout's
+                # images/s on the demos (benchmarks.data_shards) before this.
+                self._reader = StreamingDataset(self.location, cache_dir=cache, batch_decode=0)
             except Exception as error:  # noqa: BLE001 - litdata raises several kinds for a missing or bad index
                 said = (str(error).strip().splitlines() or [""])[0]  # litdata adds lines of hints
                 raise BadInputError(

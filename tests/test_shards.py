@@ -300,3 +300,25 @@ def test_the_writer_refuses_in_one_sentence(tmp_path: Path, capsys: pytest.Captu
         r"--data.shards names shards to read",
         capsys,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark's table (section data)
+# --------------------------------------------------------------------------------------------
+def test_the_benchmark_reads_a_demo_three_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks.data_shards`` on a shrunk demo: the writer's rate and three positive read rates,
+    and the streamed order left out (a dash) for the task that samples its own batches."""
+    from benchmarks.data_shards import run_shards
+
+    monkeypatch.setenv("MOBILENET_DEMO_DIR", str(tmp_path / "demo"))
+    for name in ("fine_grained", "face_embedding"):
+        BY_NAME[name].shrink_demo(monkeypatch)
+    rows = run_shards(["fine_grained", "face_embedding"], batches=2, workers=0, batch_size=8)
+    dogs, faces = rows["fine_grained"], rows["face_embedding"]
+    assert dogs["images"] == 15 and dogs["write_images_per_s"] > 0 and dogs["write_mb_per_s"] > 0
+    assert all(dogs[mode] > 0 for mode in ("folder", "shards", "stream"))
+    assert faces["shards"] > 0 and faces["stream"] is None
+    table = capsys.readouterr().out
+    assert "| fine_grained | 15 |" in table and "shards / folder" in table
