@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmarks.common import Option, Section, fmt, markdown_table, print_heading, progress, register, verdict
 from benchmarks.data_pairs import measure_pairs
+from benchmarks.data_shards import run_shards
 from benchmarks.data_synthetic import write_coco_split, write_identity_tree
 
 MAX_SETUP_S = 10.0
@@ -118,6 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {name: _measure(name, args) for name in args.data_sets}
     if args.data_pair_images:
         results["pairs"] = _pairs(args)
+    if args.shards_tasks:
+        results["shards"] = run_shards(
+            args.shards_tasks, args.shards_batches, args.data_workers, args.shards_batch_size
+        )
     return results
 
 
@@ -133,6 +138,15 @@ SECTION = register(
             Option("--data-batches", 2000, quick=5, type=int, help="batches read with the loader workers (0: none)"),
             Option("--data-workers", 4, quick=1, type=int, help="DataLoader workers"),
             Option("--data-pair-images", 20_000, quick=300, type=int, help="embeddings of the pair scan (0: skip)"),
+            Option(
+                "--shards-tasks",
+                ["classification", "fine_grained", "detection", "face_attributes", "geolocation", "face_embedding"],
+                quick=["fine_grained"],
+                nargs="+",
+                help="tasks whose demo is read from shards and from folders (benchmarks.data_shards)",
+            ),
+            Option("--shards-batches", 0, quick=3, type=int, help="training batches timed per read (0: an epoch)"),
+            Option("--shards-batch-size", 32, quick=8, type=int, help="batch size of the shard reads"),
         ),
     )
 )

@@ -38,8 +38,10 @@ from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution
 from datasets.attribute_files import PARTITIONS
 from datasets.base import OutputNames, TaskDataModule
 from datasets.celeba_layouts import read_celeba
+from datasets.celeba_shards import celeba_from_shards, celeba_predict, celeba_records, shard_train_labels
 from datasets.demo.celeba import ensure_celeba_demo
 from datasets.images import PredictFolder, image_files, read_rgb
+from datasets.shards import ShardImages, ShardsOrder, ShardSplit
 from datasets.teacher_outputs import TeacherOutputs, TeacherRows, read_teacher_outputs
 
 PredictSplit = Literal["all", "train", "val", "test"]
@@ -86,7 +88,9 @@ class FaceAttributeDataset(Dataset[dict[str, Any]]):
         labelled: np.ndarray,
         transform: Callable[[Image], Tensor],
         teacher: TeacherRows | None = None,
+        shards: ShardImages | None = None,  # the images read from shards (item i is image i)
     ) -> None:
+        self.shards = shards
         self.paths, self.names = list(paths), list(names)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.labelled = torch.as_tensor(labelled, dtype=torch.bool)
@@ -98,7 +102,7 @@ class FaceAttributeDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = {
-            "image": self.transform(read_rgb(self.paths[index])),
+            "image": self.transform(read_rgb(self.paths[index]) if self.shards is None else self.shards.read(index)),
             "labels": self.labels[index],
             "labelled": self.labelled[index],
             "name": self.names[index],
@@ -156,8 +160,10 @@ class CelebADataModule(TaskDataModule):
         predict_split: PredictSplit = "all",
         min_scale: CropScale = 0.8,
         view_resolution: Resolution | None = None,
+        shards: str | None = None,
+        shards_order: ShardsOrder = "index",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir, shards, shards_order)
         self.teacher_outputs = Path(teacher_outputs).expanduser() if teacher_outputs else None
         self.unlabelled_root = Path(unlabelled_root).expanduser() if unlabelled_root else None
         if self.unlabelled_root is not None and not self.unlabelled_root.is_dir():
@@ -165,11 +171,14 @@ class CelebADataModule(TaskDataModule):
         self.predict_split = predict_split
         self.min_scale = min_scale
         self.view_resolution = view_resolution or resolution
+        self._teacher_outputs: TeacherOutputs | None = None
+        if self.shards is not None:  # --data.shards: the names from the shards, no file read (datasets.celeba_shards)
+            self.attribute_names: list[str] = self.shards.data_meta()["attributes"]
+            return
         celeba = read_celeba(self.root)
         self.celeba_layout = celeba.layout
-        self.attribute_names: list[str] = celeba.attribute_names
+        self.attribute_names = celeba.attribute_names
         self.image_names, self.labels, self.partition = celeba.image_names, celeba.labels, celeba.partition
-        self._teacher_outputs: TeacherOutputs | None = None
 
     def demo_root(self) -> Path:
         return ensure_celeba_demo()
@@ -183,6 +192,8 @@ class CelebADataModule(TaskDataModule):
 
     def train_labels(self) -> np.ndarray:
         """The 0/1 labels (N, A) of the training partition: what ``--model.pos_weight auto`` counts."""
+        if self.shards is not None:  # the labelled training images of the shards
+            return shard_train_labels(self.shards.split("train"), len(self.attribute_names))
         return self.labels[self.partition == PARTITIONS["train"]]
 
     def _partition(self, split: str) -> tuple[list[Path], list[str], np.ndarray]:
@@ -279,6 +290,19 @@ class CelebADataModule(TaskDataModule):
             names = [n for part in parts for n in part[1]] + extra_names
             labels = np.zeros((len(paths), len(self.attribute_names)), np.uint8)
         return FaceAttributeDataset(paths, names, labels, np.zeros(len(paths), bool), self.predict_transform())
+
+    # --- shards (datasets.celeba_shards) --------------------------------------------------------
+    def shard_data_meta(self) -> dict[str, Any]:
+        return {"attributes": list(self.attribute_names)}
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        return celeba_records(self, split)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        return celeba_from_shards(self, split, shard, images)
+
+    def predict_from_shards(self) -> Dataset:
+        return celeba_predict(self)
 
     def output_names(self, stage: str) -> OutputNames:
         """One output per attribute, in the attribute list's column order; ``predict`` writes

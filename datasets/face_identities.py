@@ -1,7 +1,7 @@
 """Face identity folders (``<identity>/*.jpg``, the VGGFace2 / CASIA-WebFace layout) and LFW.
 
 * ``identity_images``: the identities and their images under a root, sorted.
-* ``PKSampler``: batches of P identities x K images for online triplet mining (FaceNet, Section
+* ``PKSampler`` (``datasets.pk_sampler``): batches of P identities x K images for online triplet mining (FaceNet, Section
   3.2: "all anchor-positive pairs" of a batch with semi-hard negatives from the same batch need
   several images of each identity in it). It subclasses ``DistributedSampler`` so that Lightning
   keeps it under DDP: every rank draws the same global sequence of batches and takes its share.
@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from backbone.errors import BadInputError
@@ -30,9 +29,12 @@ from backbone.ranges import CropScale, NonNegativeInt, PositiveInt, Resolution, 
 from datasets.base import OutputNames, TaskDataModule
 from datasets.demo.faces import ensure_demo_faces
 from datasets.embedding_files import read_teacher_embeddings
+from datasets.face_shards import face_data_meta, face_records, restore_from_shards
 from datasets.images import IMAGE_SUFFIXES, read_rgb
 from datasets.lfw import LfwPairs, read_pairs
 from datasets.packed import PackedPaths
+from datasets.pk_sampler import PKSampler
+from datasets.shards import ShardImages, ShardsOrder, ShardSplit
 
 # Which evaluation set an image of the validation split belongs to.
 SOURCE_LFW, SOURCE_HELDOUT = 0, 1
@@ -133,7 +135,9 @@ class FaceImages(Dataset[dict[str, Any]]):
         transform: v2.Transform,
         sources: Sequence[int] | np.ndarray | None = None,
         teacher: np.ndarray | None = None,
+        shards: ShardImages | None = None,
     ) -> None:
+        self.shards = shards  # the images read from shards (item i is image i) instead of the files
         self.paths = paths if isinstance(paths, PackedPaths) else PackedPaths.of(paths)
         self.labels = np.asarray(labels, dtype=np.int32).reshape(-1)  # 3.3M labels: 13 MB, not 26
         count = len(self.paths)
@@ -148,84 +152,13 @@ class FaceImages(Dataset[dict[str, Any]]):
         teacher = torch.from_numpy(self.teacher[index]) if self.teacher is not None else torch.empty(0)
         path = self.paths[index]
         return {
-            "image": self.transform(read_rgb(path)),
+            "image": self.transform(read_rgb(path) if self.shards is None else self.shards.read(index)),
             "label": int(self.labels[index]),
             "index": index,
             "source": int(self.sources[index]),
             "teacher": teacher,
             "path": str(path),
         }
-
-
-class PKSampler(DistributedSampler):
-    """P identities x K images per batch, in consecutive runs of ``P * K`` indices.
-
-    Identities are visited in a shuffled cycle (each equally often), and each identity's images
-    in their own shuffled cycle: an identity with fewer than K images repeats some (augmentation
-    makes the copies differ), so every identity contributes K images and positives. An epoch has
-    about one pass over the images; every rank builds the same global sequence from
-    ``seed + epoch`` and takes every ``num_replicas``-th batch, so ranks run equally many steps.
-    """
-
-    def __init__(
-        self,
-        labels: Sequence[int],
-        identities_per_batch: int,
-        images_per_identity: int,
-        num_replicas: int = 1,
-        rank: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(range(len(labels)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        # Each identity's indices as a slice of one array (not a list of ints per identity: 3.3M
-        # Python ints on VGGFace2), in first-appearance order of the identities, as before.
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        self._order = np.argsort(labels, kind="stable")
-        values, starts, counts = np.unique(labels[self._order], return_index=True, return_counts=True)
-        first_seen = np.argsort(self._order[starts], kind="stable")
-        self._slices = {int(values[i]): (int(starts[i]), int(starts[i] + counts[i])) for i in first_seen}
-        if len(self._slices) < 2:
-            raise BadInputError(f"Triplet training needs at least 2 identities; got {len(self._slices)}.")
-        self.p = min(identities_per_batch, len(self._slices))
-        self.k = images_per_identity
-        batches = max(num_replicas, len(labels) // (self.p * self.k))
-        self.batches_per_rank = batches // num_replicas
-
-    def __len__(self) -> int:
-        return self.batches_per_rank * self.p * self.k
-
-    def images_of(self, label: int) -> list[int]:
-        """The indices of identity ``label``'s images, in dataset order."""
-        start, end = self._slices[label]
-        return self._order[start:end].tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        rng = random.Random(self.seed + self.epoch)
-        identities = list(self._slices)
-        cycle: list[int] = []
-        images: dict[int, list[int]] = {label: [] for label in identities}
-        batches: list[list[int]] = []
-        for _ in range(self.batches_per_rank * self.num_replicas):
-            chosen: list[int] = []
-            while len(chosen) < self.p:
-                if not cycle:
-                    cycle = rng.sample(identities, len(identities))
-                label = cycle.pop()
-                if label in chosen:  # only at a reshuffle boundary: put it back for the next batch
-                    cycle.insert(0, label)
-                    continue
-                chosen.append(label)
-            batch = []
-            for label in chosen:
-                pool = images[label]
-                for _ in range(self.k):
-                    if not pool:
-                        members = self.images_of(label)
-                        pool.extend(rng.sample(members, len(members)))
-                    batch.append(pool.pop())
-            batches.append(batch)
-        for batch in batches[self.rank :: self.num_replicas]:
-            yield from batch
 
 
 class FaceDataModule(TaskDataModule):
@@ -249,6 +182,8 @@ class FaceDataModule(TaskDataModule):
             training; evaluation and predict batches may have any size).
         teacher_embeddings: precomputed teacher embeddings for distillation (``read_teacher_embeddings``).
         min_scale: smallest area fraction of the training crop.
+        shards, shards_order: the splits read from shards (``datasets.face_shards``): the identities
+            held out and the LFW pairs are then the writer's, and the options choosing them unused.
     """
 
     layout = "<identity>/*.jpg folders (VGGFace2 / CASIA-WebFace layout)"
@@ -267,8 +202,16 @@ class FaceDataModule(TaskDataModule):
         teacher_embeddings: str | None = None,
         min_scale: CropScale = 0.8,
         test_root: str | None = None,
+        shards: str | None = None,
+        shards_order: ShardsOrder = "index",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir, shards, shards_order)
+        self.images_per_identity = images_per_identity
+        self.teacher_embeddings = teacher_embeddings
+        self.min_scale = min_scale
+        if self.shards is not None:
+            restore_from_shards(self)
+            return
         if lfw_root is None and self.uses_demo:  # the demo brings its own LFW-layout set (validates_on_lfw)
             lfw_root = str(self.root.parent / "lfw")
         self.lfw_root = Path(lfw_root).expanduser() if lfw_root else None
@@ -276,9 +219,6 @@ class FaceDataModule(TaskDataModule):
             raise BadInputError(
                 f"The LFW root {str(self.lfw_root)!r} does not exist; expected a folder with lfw/ and pairs.txt."
             )
-        self.images_per_identity = images_per_identity
-        self.teacher_embeddings = teacher_embeddings
-        self.min_scale = min_scale
         everyone = identity_images(self.root)
         needs_test_share = self.lfw_root is None and test_root is None
         # validation share first, then (only when nothing else can test) a test share of the same size
@@ -336,6 +276,25 @@ class FaceDataModule(TaskDataModule):
         if self.teacher_embeddings is not None:
             teacher = read_teacher_embeddings(self.teacher_embeddings, paths, self.root)
         return FaceImages(paths, labels, face_train_transform(self.resolution, self.min_scale), teacher=teacher)
+
+    # --- shards (datasets.face_shards) --------------------------------------------------------
+    def shard_data_meta(self) -> dict[str, Any]:
+        return face_data_meta(self)
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        dataset = self.dataset(split)
+        assert isinstance(dataset, FaceImages)
+        return face_records(self, dataset)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        paths = [Path(path) for path in shard.column("path")]  # training ones: under --data.root, as the teacher's
+        train, teacher = split == "train", None
+        if train and self.teacher_embeddings is not None:
+            teacher = read_teacher_embeddings(self.teacher_embeddings, paths, Path())
+        transform = (
+            face_train_transform(self.resolution, self.min_scale) if train else face_eval_transform(self.resolution)
+        )
+        return FaceImages(paths, shard.column("label"), transform, shard.column("source"), teacher, images)
 
     def val_dataset(self) -> Dataset:
         if not self.heldout_identities:

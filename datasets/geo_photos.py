@@ -36,10 +36,12 @@ from datasets.base import OutputNames
 from datasets.demo.geo import ensure_geo_demo
 from datasets.file_presence import missing_files
 from datasets.geo_partition import CentroidMean, Partition, S2Level, build_partition, check_thresholds
+from datasets.geo_shards import geo_from_shards, geo_records, geo_table
 from datasets.geo_tables import GeoTable, read_geo_csv
 from datasets.geo_test_sets import EvalCrops, EvalProtocol
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
+from datasets.shards import ShardImages, ShardSplit
 
 # Code defaults for a small custom set (``None``): T1 = 1/40 of the training photos, so a set of any
 # size is cut into some 40-100 cells (a split leaves cells of T1/4 to T1 photos), few enough for a
@@ -78,6 +80,8 @@ class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
         cells: (N, P) class of each photo in each of P partitions (training), or None (evaluation).
     """
 
+    shards: ShardImages | None = None  # the images read from shards instead (image i is item i): datasets.geo_shards
+
     def __init__(self, images: Path, table: GeoTable, transform: v2.Transform, cells: np.ndarray | None = None):
         assert table.ids is not None
         self.images = images
@@ -91,7 +95,7 @@ class GeoPhotos(Dataset[tuple[Tensor, dict[str, Any]]]):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         assert self.table.ids is not None
         path = self.images / self.table.ids[index].decode()
-        image = self.transform(read_rgb(path))
+        image = self.transform(read_rgb(path) if self.shards is None else self.shards.read(index))
         if self.cells is not None:
             return image, {"cells": torch.from_numpy(self.cells[index])}
         latlon = torch.tensor([self.table.lat[index], self.table.lon[index]], dtype=torch.float64)
@@ -167,6 +171,8 @@ class GeoPhotosDataModule(EvalProtocol):
         """(train, val): ``val.csv`` if present, else a fixed random share of ``train.csv``; at most
         ``val_max_photos`` validation photos either way. Every row, whether its image exists or not
         (``_with_images`` checks when a split is set up), so the partition depends on the CSV alone."""
+        if self._split_tables is None and self.shards is not None:  # datasets.geo_shards
+            self._split_tables = (geo_table(self.shards.split("train")), geo_table(self.shards.split("val")))
         if self._split_tables is None:
             train = read_geo_csv(self.root / "train.csv")
             cap = len(train) if self.val_max_photos is None else self.val_max_photos
@@ -273,7 +279,8 @@ class GeoPhotosDataModule(EvalProtocol):
     def num_cells(self) -> int:
         """Classes of the finest partition (linked into ``--model.num_cells``); 0 when there is no
         training set to build them from (test/predict then take them from the checkpoint)."""
-        if self._partitions is None and self.cells_file is None and not (self.root / "train.csv").is_file():
+        has_train = self.shards.has("train") if self.shards else (self.root / "train.csv").is_file()
+        if self._partitions is None and self.cells_file is None and not has_train:
             return 0
         return len(self.partitions[-1])
 
@@ -340,3 +347,13 @@ class GeoPhotosDataModule(EvalProtocol):
 
     def demo_root(self) -> Path:
         return ensure_geo_demo()
+
+    # --- shards (datasets.geo_shards) ---------------------------------------------------------
+    def shard_data_meta(self) -> dict[str, Any]:
+        return {}
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        return geo_records(self, split)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        return geo_from_shards(self, split, shard, images)

@@ -12,6 +12,7 @@ skipped (``collate_with_info`` drops it from its batch) rather than ending a lon
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -50,15 +51,29 @@ def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Decode ``path`` completely as an RGB PIL image, or raise one sentence naming it."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file raises here, not later as grey pixels
-            return image.convert("RGB")
+        return _decode(path)
     except FileNotFoundError:
         raise BadInputError(f"The image file {str(path)!r} does not exist.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadInputError(
             f"The image file {str(path)!r} could not be read as an image ({error}); expected a complete JPEG or PNG."
         ) from None
+
+
+def decode_rgb(data: bytes | memoryview, name: str) -> Image.Image:
+    """``read_rgb`` for an image file's bytes held elsewhere (a shard): ``name`` says where in the sentence."""
+    try:
+        return _decode(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadInputError(
+            f"The image {name} could not be read as an image ({error}); expected a complete JPEG or PNG."
+        ) from None
+
+
+def _decode(source: Path | io.BytesIO) -> Image.Image:
+    with Image.open(source) as image:
+        image.load()  # decode now: a truncated file raises here, not later as grey pixels
+        return image.convert("RGB")
 
 
 def read_rgb_array(path: str | os.PathLike[str]) -> np.ndarray:

@@ -279,6 +279,7 @@ TRIED = {
     "embeddings record": "embeddings record",
     "stanford dogs": "Stanford Dogs list",
     "wider face": "WIDER FACE annotation file",  # its damaged lines: tests/test_wider_face.py (malformed, cut, missing)
+    "shard manifest": "shard manifest",  # its damage cases: tests/test_shards.py (test_a_damaged_manifest_is_named)
 }
 
 
@@ -290,7 +291,7 @@ def test_every_declared_format_is_tried_here() -> None:
 
     readers = ["attribute_files", "embedding_files", "face_identities", "geo_cells", "geo_partition", "geo_photos"]
     readers += ["geo_tables", "lfw"]
-    readers += ["stanford_dogs", "wider_face", "celeba_layouts", "teacher_outputs"]
+    readers += ["stanford_dogs", "wider_face", "celeba_layouts", "teacher_outputs", "shards"]
     for module in [
         *(f"datasets.{name}" for name in readers),
         "tasks.face_embedding.index",

@@ -8,7 +8,7 @@ augmentation, the evaluator's ground truth) is shared.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from datasets.base import OutputNames, TaskDataModule
 from datasets.coco.annotations import INSTANCES
 from datasets.coco.dataset import CocoDetection, collate_detection, predict_transform
 from datasets.coco.image_info import CocoImageInfo
+from datasets.coco.shards import coco_records, split_from_shards
 from datasets.coco.transforms import (
     AugmentPolicy,
     worker_init,
@@ -29,6 +30,7 @@ from datasets.coco.transforms import (
 from datasets.demo.coco import ensure_demo_coco
 from datasets.demo.wider_face import ensure_demo_wider_face
 from datasets.json_columns import Columns, columns_from_records, read_columns
+from datasets.shards import ShardImages, ShardsOrder, ShardSplit
 from datasets.wider_face import to_coco
 
 Target = dict[str, Any]
@@ -104,6 +106,7 @@ class CocoDataModule(TaskDataModule):
         layout: ``coco`` (the instances JSON files) or ``wider_face`` (WIDER FACE as downloaded:
             one category ``face``; its ``invalid`` faces are ignore regions, see
             ``datasets.wider_face``). Without ``root`` each uses its own built-in demo.
+        shards, shards_order: the splits read from shards (``datasets.base.TaskDataModule``).
 
     ``test`` uses the val split: COCO test-dev's labels are not public (its results are scored
     by the evaluation server: ``predict --data.predict_ann``), so the val numbers are the ones a
@@ -129,13 +132,24 @@ class CocoDataModule(TaskDataModule):
         predict_ann: str | None = None,
         predict_images: str = "test2017",
         layout: LayoutName = "coco",
+        shards: str | None = None,
+        shards_order: ShardsOrder = "index",
     ) -> None:
         if layout not in LAYOUTS:  # the CLI checks the Literal; this is for direct Python use
             raise BadInputError(f"The detection layout {layout!r} is unknown; expected one of {sorted(LAYOUTS)}.")
         # Set before the base class resolves the root: it reads the demo and the layout's words.
         self.files = LAYOUTS[layout]
         self.layout = self.files.description
-        super().__init__(root, resolution, batch_size, num_workers, predict_dir)
+        super().__init__(root, resolution, batch_size, num_workers, predict_dir, shards, shards_order)
+        self.augment = augment
+        if self.shards is not None:  # the categories come from the shards; no file under a root is read
+            if predict_ann is not None:
+                raise BadInputError(
+                    "--data.predict_ann names files under --data.root; with --data.shards use --data.predict_dir."
+                )
+            self._set_categories(*zip(*self.shards.data_meta()["categories"], strict=True))
+            self.predict_annotations = None
+            return
         files = self.files
         self.train_annotations = self.root / (train_ann or files.train_ann)
         self.train_images = self.root / (train_images or files.train_images)
@@ -149,14 +163,17 @@ class CocoDataModule(TaskDataModule):
             )
         # The val split defines the labels; the train split is checked when fit needs it.
         self._require("val", self.val_annotations, self.val_images)
-        self.augment = augment
         # The val file is small (25 MB for COCO) and defines the label order for both splits;
         # read once here so num_classes is known when the CLI links it into the model.
         self._val_tables = files.read(self.val_annotations, self.val_images)
         categories = self._val_tables["categories"]
         order = np.argsort(categories["id"], kind="stable")
-        self.category_ids: list[int] = categories["id"][order].tolist()
-        self.category_names: list[str] = [categories["name"][int(i)] for i in order]
+        self._set_categories(categories["id"][order].tolist(), [categories["name"][int(i)] for i in order])
+
+    def _set_categories(self, ids: Sequence[int], names: Sequence[str]) -> None:
+        """Label k (1..K) is the k-th category by id."""
+        self.category_ids: list[int] = [int(i) for i in ids]
+        self.category_names: list[str] = list(names)
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
 
     def demo_root(self) -> Path:
@@ -213,3 +230,18 @@ class CocoDataModule(TaskDataModule):
 
     def predict_transform(self) -> Any:
         return predict_transform(self.resolution)
+
+    # --- shards: an image's record is its ids, size, ground truth and targets (datasets.coco.shards) ---
+    def shard_data_meta(self) -> dict[str, Any]:
+        return {"categories": [[cid, name] for cid, name in zip(self.category_ids, self.category_names, strict=True)]}
+
+    def shard_samples(self, split: str) -> tuple[list[Path], list[dict[str, Any]]]:
+        dataset = self.dataset(split)
+        assert isinstance(dataset, CocoDetection)
+        return coco_records(dataset.split, dataset.image_dir)
+
+    def dataset_from_shards(self, split: str, shard: ShardSplit, images: ShardImages) -> Dataset:
+        compact = split_from_shards(shard, self.category_ids, self.category_names)
+        augment = self.augment if split == "train" else "none"
+        location = Path(shard.location)
+        return CocoDetection(location, location, self.resolution, augment, split=compact, shards=images)

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from backbone.errors import BadInputError
 from datasets.coco.annotations import INSTANCES
-from datasets.coco.compact import compact_split
+from datasets.coco.compact import CompactSplit, compact_split
 from datasets.coco.transforms import (
     AugmentPolicy,
     detection_transform,
@@ -27,6 +27,7 @@ from datasets.coco.transforms import (
 )
 from datasets.images import read_rgb_array
 from datasets.json_columns import Columns, columns_from_records, read_columns
+from datasets.shards import ShardImages
 
 Target = dict[str, Any]
 
@@ -49,6 +50,9 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         annotation_data: the file's content when the caller has already read it: its columns
             (``read_columns(INSTANCES, ...)``; the data module reads the val file once, for the
             labels) or a checked instances dict (WIDER FACE's reader gives one).
+        split: the split already cleaned (``CompactSplit``), instead of an annotation file or data:
+            what shards hold (``datasets.coco.shards``).
+        shards: the images read from shards (item ``i`` is image ``i``) instead of ``image_dir``.
 
     ``split`` holds the images and the cleaned targets; ``ground_truth()`` builds the annotation
     dict the evaluator scores against.
@@ -62,13 +66,18 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         augment: AugmentPolicy = "none",
         category_ids: Sequence[int] | None = None,
         annotation_data: Mapping[str, Any] | None = None,
+        split: CompactSplit | None = None,
+        shards: ShardImages | None = None,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
+        self.shards = shards
         self.resolution = int(resolution)
         if self.resolution < 32:
             raise BadInputError(f"The resolution {resolution} is too small; expected at least 32 pixels.")
-        if annotation_data is None:
+        if split is not None:
+            tables = None
+        elif annotation_data is None:
             tables = read_columns(INSTANCES, self.annotation_file)
         elif isinstance(next(iter(annotation_data.values()), None), Columns):
             tables = annotation_data  # already columns (the data module's reader)
@@ -76,12 +85,26 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
             tables = columns_from_records(INSTANCES, annotation_data)
         # The file's own references were checked on reading; compact_split checks the split
         # against the labels (the val file's categories, which the data module passes to both).
-        self.split = compact_split(tables, category_ids, self.annotation_file)
+        self.split = split if tables is None else compact_split(tables, category_ids, self.annotation_file)
         del tables
         self.category_ids: list[int] = list(self.split.category_ids)
         self.category_names: list[str] = list(self.split.category_names)
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
         self.category_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
+        if shards is None:
+            self._check_images()
+        self.n_crowd, self.n_clipped, self.n_dropped = self.split.n_crowd, self.split.n_clipped, self.split.n_dropped
+        if self.n_clipped or self.n_dropped:
+            rank_zero_warn(
+                f"{self.annotation_file}: dropped {self.n_dropped} degenerate boxes (no width/height or outside the "
+                f"image) and clipped {self.n_clipped} boxes to their image."
+            )
+        self.transform = detection_transform(self.resolution, augment)
+        # Seeded from the run's seed: augmenting in the main process (--data.num_workers 0) then
+        # repeats from run to run; DataLoader workers re-seed it (worker_init).
+        seed_augmentation(self.transform)
+
+    def _check_images(self) -> None:
         if not self.image_dir.is_dir():
             raise BadInputError(
                 f"The image folder {str(self.image_dir)!r} does not exist; expected the split's images."
@@ -95,17 +118,6 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
                     f"The image file {str(self.image_dir / name)!r} listed in {str(self.annotation_file)!r} "
                     "does not exist; expected every listed image in the image folder."
                 )
-        del present
-        self.n_crowd, self.n_clipped, self.n_dropped = self.split.n_crowd, self.split.n_clipped, self.split.n_dropped
-        if self.n_clipped or self.n_dropped:
-            rank_zero_warn(
-                f"{self.annotation_file}: dropped {self.n_dropped} degenerate boxes (no width/height or outside the "
-                f"image) and clipped {self.n_clipped} boxes to their image."
-            )
-        self.transform = detection_transform(self.resolution, augment)
-        # Seeded from the run's seed: augmenting in the main process (--data.num_workers 0) then
-        # repeats from run to run; DataLoader workers re-seed it (worker_init).
-        seed_augmentation(self.transform)
 
     def ground_truth(self) -> dict[str, Any]:
         """The ground truth of this split as evaluation scores it: its images, the cleaned
@@ -125,7 +137,7 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         split = self.split
         image_id = int(split.image_ids[index])
         path = self.image_dir / split.file_names[index]
-        image = read_rgb_array(path)
+        image = read_rgb_array(path) if self.shards is None else np.asarray(self.shards.read(index))
         orig_h, orig_w = image.shape[:2]
         width, height = int(split.widths[index]), int(split.heights[index])
         if (orig_w, orig_h) != (width, height):
