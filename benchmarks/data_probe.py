@@ -1,12 +1,14 @@
 """``python -m benchmarks.data_probe KIND ROOT BATCHES WORKERS``: one data set-up, measured in a fresh
 process (so each kind starts from the same empty interpreter), printed as one JSON line.
 
-KIND ``coco`` is the project's ``CocoDetection`` (flat arrays) on ``ROOT``'s COCO train split;
-``coco-dicts`` is its anchor: the way the data module held a split before (the parsed JSON, a
-record dict per image, a target tuple per image, the ground-truth dict). ``faces`` is the
-project's ``FaceDataModule`` on ``ROOT/identities`` (packed paths); ``faces-paths`` its anchor, the
-identity folders as lists of ``Path`` objects with lists of labels. The anchors are kept here so
-the ratios are measured in the same run.
+KIND ``geo`` sets up an MP-16-sized ``train.csv`` (the CSV read, the fixed validation sample,
+the partition at Table 11's T1 = 1400; no images, so without the image check). KIND ``coco`` is
+the project's ``CocoDetection`` (flat arrays) on ``ROOT``'s COCO train split; ``coco-dicts`` is
+its anchor: the way the data module held a split before (the parsed JSON, a record dict per image,
+a target tuple per image, the ground-truth dict). ``faces`` is the project's ``FaceDataModule`` on
+``ROOT/identities`` (packed paths); ``faces-paths`` its anchor, the identity folders as lists of
+``Path`` objects with lists of labels. The anchors are kept here so the ratios are measured in the
+same run.
 """
 
 from __future__ import annotations
@@ -122,6 +124,13 @@ def _build(kind: str, root: Path) -> tuple[Dataset, Any, Any]:
         data = FaceDataModule(str(root / "identities"), resolution=RESOLUTION, num_workers=0)
         data.setup("fit")
         return data.dataset("train"), None, None
+    if kind == "geo":  # reading the CSV, the validation split and the partition (fit's set-up without images)
+        from datasets.geo_photos import GeoPhotosDataModule
+
+        data = GeoPhotosDataModule(str(root), max_photos=1400, min_photos=50, num_workers=0)
+        data.split_tables()
+        assert data.partitions
+        return data, None, None
     if kind == "faces-paths":
         return PathListReference(root / "identities"), None, None
     raise ValueError(f"unknown probe kind {kind!r}")

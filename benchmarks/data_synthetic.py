@@ -113,3 +113,25 @@ def write_coco_split(root: Path, images: int = COCO_TRAIN_IMAGES, seed: int = 0)
         out.write("]}")
     os.replace(tmp, path)
     return path
+
+
+def write_geotag_split(root: Path, photos: int = MP16_PHOTOS, seed: int = 0) -> Path:
+    """``root/train.csv`` in MP-16's columns (``IMG_ID,AUTHOR,LAT,LON``, ids in its ``<hex>/<hex>/``
+    folders), located like a photo collection (``benchmarks.geolocation.synthetic_photos``); no images."""
+    from benchmarks.geolocation import synthetic_photos
+
+    lat, lon = synthetic_photos(photos, seed)
+    path = root / "train.csv"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write("IMG_ID,AUTHOR,LAT,LON\n")
+        for start in range(0, photos, 500_000):
+            rows = range(start, min(start + 500_000, photos))
+            out.write(
+                "".join(
+                    f"{i % 256:02x}/{i // 256 % 256:02x}/{i:09d}.jpg,author,{lat[i]:.6f},{lon[i]:.6f}\n" for i in rows
+                )
+            )
+    os.replace(tmp, path)
+    return path
