@@ -44,6 +44,14 @@ class FitRun:
         return asdict(self)
 
 
+def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A script's own arguments and, after ``--``, the ones it passes on to every task run."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+
+
 def run_env(threads: int | None = None) -> dict[str, str]:
     """The environment of a run: the project importable, and ``OMP_NUM_THREADS`` when given."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,13 +145,13 @@ def read_attribute_file(path: Path) -> Labels:
     return _labels(fmt, path, "image", names, images, rows, numbers, declared)
 
 
-def _csv_rows(fmt: Format, path: Path, columns: Sequence[str]) -> tuple[list[str], list[list[str]], list[int]]:
-    """A CSV of ``fmt``: its header (which must hold ``columns``), its non-blank rows and their line numbers."""
+def _csv_rows(
+    fmt: Format, path: Path, check_header: Callable[[list[str]], list[str]]
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """A CSV of ``fmt``: its header (``check_header`` of line 1: checked, as the caller reads it), its
+    non-blank rows (each as many fields as the header) and their line numbers."""
     reader = csv.reader(io.StringIO(fmt.read_text(path), newline=""))
-    header = [column.strip() for column in next(reader, [])]
-    if not header or header == [""]:
-        raise fmt.error(path, None, f"the file is empty; expected {fmt.layout}")
-    fmt.header(path, header, columns)
+    header = check_header(next(reader, []))
     rows: list[list[str]] = []
     numbers: list[int] = []
     for row in reader:
@@ -166,11 +166,24 @@ def _csv_rows(fmt: Format, path: Path, columns: Sequence[str]) -> tuple[list[str
     return header, rows, numbers
 
 
+def _kaggle_header(fmt: Format, path: Path, columns: Sequence[str]) -> Callable[[list[str]], list[str]]:
+    """The header check of Kaggle's CSVs: stripped, not empty, holding ``columns``."""
+
+    def check(raw: list[str]) -> list[str]:
+        header = [column.strip() for column in raw]
+        if not header or header == [""]:
+            raise fmt.error(path, None, f"the file is empty; expected {fmt.layout}")
+        fmt.header(path, header, columns)
+        return header
+
+    return check
+
+
 def read_attribute_csv(path: Path) -> Labels:
     """Parse Kaggle's ``list_attr_celeba.csv`` like ``read_attribute_file`` (same return value)."""
     fmt = KAGGLE_ATTRIBUTE_FORMAT
     fmt.require_file(path)
-    header, rows, numbers = _csv_rows(fmt, path, [KAGGLE_IMAGE_COLUMN])
+    header, rows, numbers = _csv_rows(fmt, path, _kaggle_header(fmt, path, [KAGGLE_IMAGE_COLUMN]))
     if header[0] != KAGGLE_IMAGE_COLUMN:
         raise fmt.bad(path, 1, "the first column", header[0], f"{KAGGLE_IMAGE_COLUMN!r} ({fmt.layout})")
     names = header[1:]
@@ -233,7 +246,7 @@ def read_partition_csv(path: Path, images: Sequence[str], listed_in: str = KAGGL
     """Parse Kaggle's ``list_eval_partition.csv`` like ``read_partition_file`` (columns found by name)."""
     fmt = KAGGLE_PARTITION_FORMAT
     fmt.require_file(path)
-    header, rows, numbers = _csv_rows(fmt, path, [KAGGLE_IMAGE_COLUMN, "partition"])
+    header, rows, numbers = _csv_rows(fmt, path, _kaggle_header(fmt, path, [KAGGLE_IMAGE_COLUMN, "partition"]))
     at = fmt.header(path, header, [KAGGLE_IMAGE_COLUMN, "partition"])
     entries = [
         (number, row[at[KAGGLE_IMAGE_COLUMN]].strip(), row[at["partition"]])
@@ -285,22 +298,14 @@ def parse_attributes_csv(path: Path, attribute_names: Sequence[str]) -> tuple[li
     """
     fmt = TEACHER_OUTPUTS_FORMAT
     fmt.require_file(path, "; write it with the teacher's 'python -m tasks.face_attributes predict'")
-    reader = csv.reader(io.StringIO(fmt.read_text(path), newline=""))
-    header = next(reader, [])
-    check_attribute_columns(fmt, path, header, attribute_names)
-    names: list[str] = []
-    rows: list[list[str]] = []
-    numbers: list[int] = []
-    for row in reader:
-        if not row or not any(field.strip() for field in row):
-            continue
-        if len(row) != len(header):
-            raise fmt.error(
-                path, reader.line_num, f"there are {len(row)} fields; expected {len(header)}, one per column of line 1"
-            )
-        names.append(row[0])
-        rows.append(row[1:])
-        numbers.append(reader.line_num)
+
+    def check(header: list[str]) -> list[str]:
+        check_attribute_columns(fmt, path, header, attribute_names)
+        return header
+
+    header, table_rows, numbers = _csv_rows(fmt, path, check)
+    names = [row[0] for row in table_rows]
+    rows = [row[1:] for row in table_rows]
     fmt.column(path, IMAGE_COLUMN, names, numbers)
     values = np.empty((len(rows), len(header) - 1), dtype=np.float64)
     table = np.asarray(rows, dtype=str).reshape(len(rows), len(header) - 1)

@@ -1,8 +1,8 @@
 """Face identity folders (``<identity>/*.jpg``, the VGGFace2 / CASIA-WebFace layout) and LFW.
 
 * ``identity_images``: the identities and their images under a root, sorted.
-* ``PKSampler`` (``datasets.pk_sampler``): batches of P identities x K images for online triplet mining (FaceNet, Section
-  3.2: "all anchor-positive pairs" of a batch with semi-hard negatives from the same batch need
+* ``PKSampler`` (``datasets.pk_sampler``): batches of P identities x K images for online triplet
+  mining (FaceNet, Section 3.2: "all anchor-positive pairs" of a batch with semi-hard negatives from the same batch need
   several images of each identity in it). It subclasses ``DistributedSampler`` so that Lightning
   keeps it under DDP: every rank draws the same global sequence of batches and takes its share.
 * ``read_teacher_embeddings``: precomputed teacher embeddings keyed by image path.

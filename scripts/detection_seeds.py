@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.task_runs import ROOT, fit_in_subprocess
+from benchmarks.task_runs import ROOT, fit_in_subprocess, split_passthrough
 
 
 def set_root(name: str) -> str | None:
@@ -72,9 +72,7 @@ def summary(runs: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", type=float, nargs="+", default=[0.5])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.task_runs import ROOT, run_env, run_in_subprocess, run_threads
+from benchmarks.task_runs import ROOT, run_env, run_in_subprocess, run_threads, split_passthrough
 
 TASK = "face_attributes"
 
@@ -141,9 +141,7 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=None, help="a CelebA root (default: the built-in demo)")
     parser.add_argument("--unlabelled", default=None, help="unlabelled images (default on the demo: its own)")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmarks.task_runs import ROOT, run_in_subprocess
+from benchmarks.task_runs import ROOT, run_in_subprocess, split_passthrough
 
 # (name, prevalence): a balanced attribute down to rare ones.
 ATTRIBUTES = (
@@ -138,9 +138,7 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", type=Path, default=ROOT / "runs" / "fa-imbalance" / "set")
     parser.add_argument("--backbone", type=float, default=0.25)
