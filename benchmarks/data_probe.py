@@ -148,6 +148,8 @@ def probe(kind: str, root: Path, batches: int, workers: int) -> dict[str, Any]:
             dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate,
             worker_init_fn=init, persistent_workers=workers > 0,
         )  # fmt: skip
+        me = os.getpid()
+        others = set(children(me))  # processes started before (a test run's helpers): not this loader's
         iterator = iter(loader)
 
         def read(count: int) -> None:
@@ -162,11 +164,11 @@ def probe(kind: str, root: Path, batches: int, workers: int) -> dict[str, Any]:
         # settle in the first batches), so what remains is copy-on-read of the split itself.
         warmup = max(1, min(100, batches // 10))
         read(warmup)
-        me = os.getpid()
-        result["pss_all_start_gb"] = pss_gb() + sum(pss_gb(p) for p in children(me))
+        workers = [p for p in children(me) if p not in others]
+        result["pss_all_start_gb"] = pss_gb() + sum(pss_gb(p) for p in workers)
         read(batches - warmup)
-        result["pss_all_end_gb"] = pss_gb() + sum(pss_gb(p) for p in children(me))
-        result["workers"] = len(children(me))
+        result["pss_all_end_gb"] = pss_gb() + sum(pss_gb(p) for p in workers)
+        result["workers"] = len(workers)
     return result
 
 
