@@ -9,12 +9,32 @@ UTF-8 bytes and the offsets) have no per-item object: workers read them and shar
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+def trim_heap() -> None:
+    """Give the heap that building a big split freed back to the system (glibc's ``malloc_trim``).
+
+    Parsing COCO 2017's train file makes 860k transient records; once they are freed, glibc keeps
+    the pages mapped, counted in the process's PSS (135 MB of the 215 MB a COCO-sized split cost
+    before this call) and inherited by every forked loader worker. Elsewhere than glibc: nothing."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 @dataclass(frozen=True)

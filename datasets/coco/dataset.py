@@ -27,6 +27,7 @@ from datasets.coco.transforms import (
 )
 from datasets.images import read_rgb_array
 from datasets.json_columns import Columns, columns_from_records, read_columns
+from datasets.packed import trim_heap
 from datasets.shards import ShardImages
 
 Target = dict[str, Any]
@@ -87,6 +88,7 @@ class CocoDetection(Dataset[tuple[Tensor, Target]]):
         # against the labels (the val file's categories, which the data module passes to both).
         self.split = split if tables is None else compact_split(tables, category_ids, self.annotation_file)
         del tables
+        trim_heap()  # the parse's freed records: not kept mapped in this process and its workers
         self.category_ids: list[int] = list(self.split.category_ids)
         self.category_names: list[str] = list(self.split.category_names)
         self.label_to_category_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(self.category_ids)}
