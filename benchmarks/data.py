@@ -82,12 +82,14 @@ def _measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "growth": verdict(ours["growth"] <= MAX_GROWTH) if "pss_all_end_gb" in ours else "not measured",
     }
     print_heading(f"data: {described}")
-    header = ["held as", "set-up s", "main PSS GB", "all PSS GB, warmed up", f"after {batches}", "growth"]
+    header = ["held as", "set-up s", "main PSS GB", "of it the split's", "all PSS GB, warmed up", f"after {batches}",
+              "growth"]  # fmt: skip
     table = [
         [
             kind,
             fmt(r["setup_s"], ".1f"),
             fmt(r["pss_main_gb"], ".2f"),
+            fmt(r.get("pss_data_gb"), ".2f"),
             fmt(r.get("pss_all_start_gb"), ".2f"),
             fmt(r.get("pss_all_end_gb"), ".2f"),
             f"{100 * r['growth']:+.1f}%" if "pss_all_end_gb" in r else "–",

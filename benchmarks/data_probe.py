@@ -136,13 +136,25 @@ def _build(kind: str, root: Path) -> tuple[Dataset, Any, Any]:
     raise ValueError(f"unknown probe kind {kind!r}")
 
 
+def _import(kind: str) -> None:
+    """The kind's modules, imported before the base PSS is taken (their libraries are no data)."""
+    import importlib
+
+    module = {"coco": "datasets.coco.dataset", "faces": "datasets.face_identities", "geo": "datasets.geo_photos"}
+    importlib.import_module(module.get(kind.split("-")[0], "datasets.images"))
+
+
 def probe(kind: str, root: Path, batches: int, workers: int) -> dict[str, Any]:
     import gc
 
+    _import(kind)
+    gc.collect()
+    base = pss_gb()
     start = time.perf_counter()
     dataset, collate, init = _build(kind, root)
     gc.collect()
-    result: dict[str, Any] = {"kind": kind, "setup_s": time.perf_counter() - start, "pss_main_gb": pss_gb()}
+    setup_s, main = time.perf_counter() - start, pss_gb()
+    result: dict[str, Any] = {"kind": kind, "setup_s": setup_s, "pss_main_gb": main, "pss_data_gb": main - base}
     if batches:
         loader = DataLoader(
             dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate,
