@@ -41,6 +41,7 @@ from datasets.geo_tables import GeoTable, read_geo_csv
 from datasets.geo_test_sets import EvalCrops, EvalProtocol
 from datasets.image_list import classification_eval_transform, classification_train_transform
 from datasets.images import read_rgb
+from datasets.packed import trim_heap
 from datasets.shards import ShardImages, ShardSplit
 
 # Code defaults for a small custom set (``None``): T1 = 1/40 of the training photos, so a set of any
@@ -231,6 +232,7 @@ class GeoPhotosDataModule(EvalProtocol):
         """The partitions, coarse to fine (the last is the classes); built once from the training photos."""
         if self._partitions is None:
             self._partitions = self._build_partitions()
+            trim_heap()  # MP-16: the CSV's freed lines and the split's temporaries (half the set-up's PSS)
         return self._partitions
 
     def _build_partitions(self) -> list[Partition]:
