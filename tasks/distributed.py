@@ -33,6 +33,16 @@ def gather_objects(local: T) -> list[T]:
     return parts
 
 
+def gather_to_zero(local: T) -> list[T] | None:
+    """Every rank's ``local`` object, in rank order, on rank 0 only (None elsewhere): for shares only
+    rank 0 merges, so no rank receives what it does not use (a collective under DDP)."""
+    if not is_distributed():
+        return [local]
+    parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(local, parts, dst=0)
+    return parts
+
+
 def broadcast_from_zero(value: T) -> T:
     """Rank 0's ``value`` on every rank (a collective under DDP)."""
     if not is_distributed():

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tasks.distributed import gather_objects, global_rank, is_distributed
+from tasks.distributed import gather_objects, gather_to_zero, global_rank, is_distributed
 
 PAIR_BLOCK = 4_000_000  # similarities computed at a time (32 MB of float64)
 TAR_FAR = 1e-4  # the FAR of tar_at_far_1e-4
@@ -127,8 +127,8 @@ def spread_scan(embeddings: np.ndarray, labels: np.ndarray, keep: int) -> PairSc
     same arguments); the merged scan on rank 0, None on the others."""
     if not is_distributed():
         return scan_pairs(embeddings, labels, keep)
-    parts = gather_objects(scan_pairs(embeddings, labels, keep, global_rank(), torch.distributed.get_world_size()))
-    return merge_scans(parts, keep) if global_rank() == 0 else None
+    parts = gather_to_zero(scan_pairs(embeddings, labels, keep, global_rank(), torch.distributed.get_world_size()))
+    return None if parts is None else merge_scans(parts, keep)
 
 
 def threshold_at(scan: PairScan, far: float) -> float:
